@@ -1,0 +1,91 @@
+"""Shared fixtures: one ``backend_url`` parametrized over every engine.
+
+Redis and PostgreSQL tests skip with a clear message when the server is not reachable on a
+laptop, and fail in CI (``CI=true``), where the servers are part of the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("CONVEYOR_TEST_REDIS_PORT", "6379"))
+PG_DSN = os.environ.get("CONVEYOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require_server(name: str, host: str, port: int) -> None:
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must run the {name} suite, not skip it")
+    pytest.skip(f"{message} (start it to run these tests)")
+
+
+def _redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    import redis
+
+    # a database index per pytest-xdist worker, flushed before each test
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    db = 15 - int(worker.removeprefix("gw") or 0) % 8
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+    client.flushdb()
+    client.close()
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    require_server("PostgreSQL", "127.0.0.1", 5432)
+    import psycopg
+
+    schema = f"conveyor_test_{uuid.uuid4().hex[:12]}"
+    yield f"{PG_DSN}?schema={schema}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _sqlite_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    tmp = request.getfixturevalue("tmp_path")
+    yield f"sqlite:///{tmp / 'conveyor.db'}"
+
+
+def _memory_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    yield "memory://"
+
+
+URL_FACTORIES = {"memory": _memory_url, "sqlite": _sqlite_url, "redis": _redis_url,
+                 "postgres": _postgres_url}
+#: engines the shared suites run on; an engine joins by adding its name here
+ALL_ENGINES = "memory,sqlite"
+#: ``CONVEYOR_TEST_ENGINES=memory,sqlite`` narrows the matrix on a laptop
+ENGINES = [e for e in os.environ.get("CONVEYOR_TEST_ENGINES", ALL_ENGINES).split(",") if e]
+_MARKS = {"redis": [pytest.mark.redis], "postgres": [pytest.mark.postgres]}
+
+
+@pytest.fixture(params=[pytest.param(e, marks=_MARKS.get(e, [])) for e in ENGINES])
+def backend_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty store for each test, on every engine."""
+    yield from URL_FACTORIES[request.param](request)
+
+
+@pytest.fixture
+def backend(backend_url: str):
+    from conveyor.backends import open_backend
+
+    store = open_backend(backend_url)
+    yield store
+    store.close()
