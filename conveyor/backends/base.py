@@ -360,7 +360,13 @@ class Backend(JobStore, ScheduleStore, WorkerRegistry, Protocol):
     name: str
 
     def check(self) -> None:
-        """Verify that storage is reachable and its schema current; raise otherwise."""
+        """Verify that storage is reachable and its schema current; raise ``BackendUnavailable``
+        or ``SchemaOutdated`` (whose message says what to run) otherwise."""
+        ...
+
+    def migrate(self, check_only: bool = False) -> list[str]:
+        """Bring the schema up to date; the names of the migrations applied (with
+        ``check_only``: of those that would be applied, changing nothing)."""
         ...
 
     def close(self) -> None:

@@ -45,6 +45,9 @@ class MemoryBackend:
     def close(self) -> None:
         return None
 
+    def migrate(self, check_only: bool = False) -> list[str]:
+        return []
+
     # -- jobs --------------------------------------------------------------------------------
 
     def _store(self, job: JobRecord) -> JobRecord:
