@@ -101,7 +101,7 @@ class ScheduleNotFound(ConveyorError):
     """No schedule has that id."""
 
 
-class Retry(Exception):  # noqa: N818 - the public name is part of the spec
+class Retry(Exception):
     """Raise inside a task to run it again after ``delay`` seconds.
 
     The retry counts as an attempt; past the task's ``retries`` budget the job ends ``failed``.
@@ -114,7 +114,7 @@ class Retry(Exception):  # noqa: N818 - the public name is part of the spec
         super().__init__(reason or "retry requested")
 
 
-class Cancelled(BaseException):  # noqa: N818 - the public name is part of the spec
+class Cancelled(BaseException):
     """The job was asked to stop; raised by ``current_job().check_cancelled()``.
 
     A ``BaseException`` so that a task's ``except Exception`` does not swallow it.
