@@ -101,7 +101,9 @@ class Job(Generic[R]):
     def wait(self, timeout: float | None = None) -> Job[R]:
         """Block until the job is finished (or ``timeout``: ``TimeoutError``); returns self."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        record = self.record
+        record = self.record if self.record.finished else self._app.backend.get(self.id)
+        if record is None:
+            raise JobNotFound(f"job {self.id} no longer exists", job_id=self.id)
         while not record.finished:
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:

@@ -102,6 +102,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _type_name(hint: Any) -> str:
+    if hint is _NoneType or hint is None:
+        return "None"
     return getattr(hint, "__name__", None) or repr(hint).replace("typing.", "")
 
 
@@ -114,8 +116,13 @@ def check_type(value: Any, hint: Any) -> str | None:
         return check_type(value, typing.get_args(hint)[0])
     if origin is typing.Union or origin is types.UnionType:
         options = typing.get_args(hint)
-        if any(check_type(value, option) is None for option in options):
+        messages = [check_type(value, option) for option in options]
+        if any(message is None for message in messages):
             return None
+        # the value has the right shape for one option but a bad item: say which item
+        deeper = [m for m in messages if m and not m.startswith("must be")]
+        if deeper:
+            return deeper[0]
         return f"must be {' or '.join(_type_name(o) for o in options)}, " \
                f"got {type(value).__name__}"
     if origin is typing.Literal:
