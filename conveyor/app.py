@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import serialize
 from .backends import open_backend
@@ -42,6 +42,19 @@ class JobPage:
 
     def __len__(self) -> int:
         return len(self.jobs)
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` returns: turns a function into a typed :class:`Task` (an
+    ``async def`` task's result type is what its coroutine returns)."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any], /) -> Task[Any, Any]: ...
 
 
 def _seconds(value: float | timedelta | None) -> float | None:
@@ -102,17 +115,20 @@ class Conveyor:
     # -- registering tasks -------------------------------------------------------------------
 
     @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(self, *, name: str | None = None, queue: str | None = None, priority: int = 0,
-             retries: int = 0, retry_backoff: float = 1.0, retry_backoff_max: float = 300.0,
-             timeout: float | timedelta | None = None,
+    def task(self, fn: None = None, /, *, name: str | None = None, queue: str | None = None,
+             priority: int = 0, retries: int = 0, retry_backoff: float = 1.0,
+             retry_backoff_max: float = 300.0, timeout: float | timedelta | None = None,
              result_ttl: float | timedelta | None = None,
              on_success: Callable[..., Any] | None = None,
              on_failure: Callable[..., Any] | None = None,
              on_retry: Callable[..., Any] | None = None,
-             expose: bool = False) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+             expose: bool = False) -> TaskDecorator: ...
 
     def task(self, fn: Callable[P, R] | None = None, /, *, name: str | None = None,
              queue: str | None = None, priority: int = 0, retries: int = 0,
@@ -122,7 +138,7 @@ class Conveyor:
              on_success: Callable[..., Any] | None = None,
              on_failure: Callable[..., Any] | None = None,
              on_retry: Callable[..., Any] | None = None,
-             expose: bool = False) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+             expose: bool = False) -> Task[Any, Any] | TaskDecorator:
         """Register a function (``def`` or ``async def``) as a task.
 
         ``retries`` extra attempts after the first, waiting ``retry_backoff`` seconds doubled
@@ -131,14 +147,14 @@ class Conveyor:
         it); ``on_success(job, result)`` / ``on_failure(job, exc)`` / ``on_retry(job, exc)``
         run in the worker; ``expose=True`` allows submitting it over the HTTP API.
         """
-        def register(func: Callable[P, R]) -> Task[P, R]:
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
                 raise ConfigurationError(f"task {task_name}: retries must be an int >= 0")
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ConfigurationError(f"two tasks are named {task_name!r}; give one "
                                          "another name=")
-            created: Task[P, R] = Task(
+            created: Task[Any, Any] = Task(
                 self, func, name=task_name, queue=queue or self.default_queue,
                 priority=priority, retries=retries, retry_backoff=retry_backoff,
                 retry_backoff_max=retry_backoff_max, timeout=_seconds(timeout),
@@ -147,7 +163,7 @@ class Conveyor:
             self.tasks[task_name] = created
             return created
 
-        return register(fn) if fn is not None else register
+        return register(fn) if fn is not None else cast(TaskDecorator, register)
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:
@@ -158,7 +174,7 @@ class Conveyor:
                               task=name) from None
 
     def periodic(self, *, every: float | timedelta | None = None, cron: str | None = None,
-                 **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
+                 **options: Any) -> TaskDecorator:
         """Run a function on a schedule (see :mod:`conveyor.scheduler`); it becomes a task."""
         from .scheduler import declare_periodic
 

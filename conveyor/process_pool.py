@@ -43,7 +43,7 @@ def load_app(path: str) -> Conveyor:
     except ImportError as exc:
         raise ConfigurationError(f"cannot import {module_name!r} (from app path {path!r}): "
                                  f"{exc}") from exc
-    app = module
+    app: Any = module
     for part in attribute.split("."):
         app = getattr(app, part, None)
         if app is None:

@@ -260,14 +260,6 @@ class JobStore(Protocol):
         """The job, or None."""
         ...
 
-    def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
-        """Jobs matching every set field of ``filter``, newest (highest id) first.
-
-        ``cursor`` is the value a previous page returned; pages never repeat or skip a job
-        that existed when the first page was read.
-        """
-        ...
-
     def stats(self) -> dict[str, dict[str, int]]:
         """Job counts as ``{queue: {status: count}}``; statuses with no job may be omitted."""
         ...
@@ -294,6 +286,15 @@ class JobStore(Protocol):
     def wait_for_change(self, job_id: str, version: int, timeout: float) -> JobRecord | None:
         """Block until the job's ``version`` differs from ``version`` or ``timeout`` runs out;
         return the job as it then is (None if it does not exist)."""
+        ...
+
+    # last in the class: a method named ``list`` shadows the builtin for annotations below it
+    def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
+        """Jobs matching every set field of ``filter``, newest (highest id) first.
+
+        ``cursor`` is the value a previous page returned; pages never repeat or skip a job
+        that existed when the first page was read.
+        """
         ...
 
 

@@ -148,25 +148,6 @@ class MemoryBackend:
             job = self._jobs.get(job_id)
             return copy.deepcopy(job) if job is not None else None
 
-    def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
-        with self._changed:
-            ids = sorted(self._jobs, reverse=True)
-            found: list[JobRecord] = []
-            for job_id in ids:
-                if cursor is not None and job_id >= cursor:
-                    continue
-                job = self._jobs[job_id]
-                if ((filter.status and job.status != filter.status)
-                        or (filter.queue and job.queue != filter.queue)
-                        or (filter.task and job.task != filter.task)):
-                    continue
-                found.append(copy.deepcopy(job))
-                if len(found) > limit:
-                    break
-        more = len(found) > limit
-        page = found[:limit]
-        return Page(page, page[-1].id if more and page else None)
-
     def stats(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         with self._changed:
@@ -224,6 +205,25 @@ class MemoryBackend:
                 if remaining <= 0:
                     return copy.deepcopy(job)
                 self._changed.wait(remaining)
+
+    def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
+        with self._changed:
+            ids = sorted(self._jobs, reverse=True)
+            found: list[JobRecord] = []
+            for job_id in ids:
+                if cursor is not None and job_id >= cursor:
+                    continue
+                job = self._jobs[job_id]
+                if ((filter.status and job.status != filter.status)
+                        or (filter.queue and job.queue != filter.queue)
+                        or (filter.task and job.task != filter.task)):
+                    continue
+                found.append(copy.deepcopy(job))
+                if len(found) > limit:
+                    break
+        more = len(found) > limit
+        page = found[:limit]
+        return Page(page, page[-1].id if more and page else None)
 
     # -- schedules ---------------------------------------------------------------------------
 
