@@ -186,6 +186,13 @@ class Conveyor:
 
         return add_schedule(self, task, **options)
 
+    def scheduler_status(self) -> dict[str, Any]:
+        """``{"running": bool, "jobs": [{"id", "name", "next_run_time", "trigger", ...}]}``,
+        the shape APScheduler migration guides use (see :mod:`conveyor.scheduler`)."""
+        from .scheduler import scheduler_status
+
+        return scheduler_status(self)
+
     # -- enqueueing --------------------------------------------------------------------------
 
     def build_record(self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any],

@@ -42,6 +42,12 @@ def env_default(name: str, default: Any = None) -> Any:
     return os.environ.get(f"CONVEYOR_{name.upper()}", default)
 
 
+def env_flag(name: str) -> bool:
+    """A boolean option's default from ``CONVEYOR_<NAME>``: ``CONVEYOR_BURST=0`` (or ``false``,
+    ``no``, ``off``, empty) is off — ``bool("0")`` would have turned it on."""
+    return str(env_default(name, "")).strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def load(app_path: str | None, url: str | None) -> Conveyor:
     from .process_pool import load_app
 
@@ -61,20 +67,25 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-Q", "--queues", default=env_default("queues"),
                         help="queues to serve, in priority order (default: every queue the "
                              "app's tasks use)")
+    # numbers from the environment stay strings here: argparse converts a string default
+    # with type=, so a bad CONVEYOR_CONCURRENCY is a usage error of this command (exit 2),
+    # not a traceback of every command at start-up
     parser.add_argument("-c", "--concurrency", type=int,
-                        default=int(env_default("concurrency", 8)),
+                        default=env_default("concurrency", "8"),
                         help="jobs run at once (default 8)")
     parser.add_argument("--pool", choices=["thread", "process"],
                         default=env_default("pool", "thread"),
                         help="thread: def tasks in threads, async tasks on an event loop "
                              "(default); process: every job in a child process")
-    parser.add_argument("--burst", action="store_true",
-                        default=bool(env_default("burst", "")),
+    parser.add_argument("--burst", action="store_true", default=env_flag("burst"),
                         help="run what is due, then exit")
-    parser.add_argument("--grace", type=float, default=float(env_default("grace", 30)),
+    parser.add_argument("--grace", type=float, default=env_default("grace", "30"),
                         help="seconds running jobs get to finish on SIGTERM (default 30)")
+    parser.add_argument("--cancel-grace", type=float, default=env_default("cancel_grace", "5"),
+                        help="seconds a cancelled or lease-lost process-pool job gets before "
+                             "its process is killed (default 5)")
     parser.add_argument("--with-scheduler", action="store_true",
-                        default=bool(env_default("with_scheduler", "")),
+                        default=env_flag("with_scheduler"),
                         help="also run the periodic scheduler in this process")
 
 
@@ -82,7 +93,7 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
 def worker_command(app: Conveyor, args: argparse.Namespace) -> int:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = app.worker(queues=queues, concurrency=args.concurrency, pool=args.pool,
-                        burst=args.burst, grace=args.grace)
+                        burst=args.burst, grace=args.grace, cancel_grace=args.cancel_grace)
     scheduler = None
     if args.with_scheduler:
         from .scheduler import Scheduler
@@ -147,14 +158,21 @@ def _follow(job: Any, timeout: float | None) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     record = job.record
     interactive = sys.stderr.isatty()
+    drawn = None
     while not record.finished:
-        _draw_progress(record, interactive)
+        drawn = _draw_progress(record, interactive, drawn)
         remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
         if remaining <= 0:
             print(f"\nstill {record.status} after {timeout}s", file=sys.stderr)
             return 1
-        record = job._app.backend.wait_for_change(job.id, record.version, remaining) or record
-    _draw_progress(record, interactive)
+        changed = job._app.backend.wait_for_change(job.id, record.version, remaining)
+        if changed is None:
+            # deleted (or pruned) while we watched: wait_for_change returns None at once, so
+            # keeping the old record here spun in a busy loop, printing a line per turn
+            print(f"\nconveyor: job {job.id} no longer exists (deleted)", file=sys.stderr)
+            return 1
+        record = changed
+    _draw_progress(record, interactive, drawn)
     print(file=sys.stderr)
     job.record = record
     try:
@@ -166,14 +184,18 @@ def _follow(job: Any, timeout: float | None) -> int:
     return 0
 
 
-def _draw_progress(record: Any, interactive: bool) -> None:
+def _draw_progress(record: Any, interactive: bool, previous: str | None = None) -> str:
+    """Draw the bar (redrawn in place on a terminal); returns the line drawn. Off a terminal
+    (a log, a pipe) a line is written only when it changed, not once a second."""
     width = 30
     filled = int(width * record.progress / 100)
     bar = "#" * filled + "-" * (width - filled)
     line = (f"[{bar}] {record.progress:5.1f}% {record.status:<9} "
             f"{record.progress_message or ''}")
-    print(("\r" + line[:110].ljust(110)) if interactive else line, end="" if interactive
-          else "\n", file=sys.stderr, flush=True)
+    if interactive or line != previous:
+        print(("\r" + line[:110].ljust(110)) if interactive else line, end="" if interactive
+              else "\n", file=sys.stderr, flush=True)
+    return line
 
 
 # -- jobs -----------------------------------------------------------------------------------------
@@ -285,9 +307,9 @@ def migrate_command(app: Conveyor, args: argparse.Namespace) -> int:
 
 def _dev_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=env_default("host", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env_default("port", 8000)))
+    parser.add_argument("--port", type=int, default=env_default("port", "8000"))
     parser.add_argument("-c", "--concurrency", type=int,
-                        default=int(env_default("concurrency", 4)))
+                        default=env_default("concurrency", "4"))
 
 
 @command("dev", "worker, scheduler, API and dashboard in one process (the demo app by "
@@ -296,6 +318,20 @@ def dev_command(app: Conveyor, args: argparse.Namespace) -> int:
     scheduler_available = _has_module("conveyor.scheduler")
     web_available = _has_module("conveyor.web") and _has_module("uvicorn")
     embedded = app.embedded(concurrency=args.concurrency, scheduler=scheduler_available)
+    stop: list[bool] = []
+
+    def on_signal(graceful: bool) -> None:
+        # the first Ctrl-C leaves the loop below and stops gracefully (up to the grace
+        # period); a second one must force the stop, as it does for `conveyor worker`
+        stop.append(graceful)
+        if len(stop) > 1 or not graceful:
+            embedded.worker.stop(graceful=False)
+
+    # installed before the server starts: uvicorn restores the handlers it found and then
+    # re-raises the signals it caught, so they reach on_signal. Installed after, a SIGTERM met
+    # its default action (the process died, no graceful stop) and a SIGINT became a
+    # KeyboardInterrupt, and a second Ctrl-C could not force the stop.
+    _on_signals(on_signal)
     with embedded:
         print(f"conveyor dev: {len(app.tasks)} task(s) on {_redacted(app.url)}, worker "
               f"{'+ scheduler ' if scheduler_available else ''}running", flush=True)
@@ -304,13 +340,11 @@ def dev_command(app: Conveyor, args: argparse.Namespace) -> int:
 
             for job in seed():
                 print(f"  enqueued {job.task} {job.id}", flush=True)
-        if web_available:
+        if web_available and not stop:
             from .web import serve
 
             serve(app, host=args.host, port=args.port)
         else:
-            stop = []
-            _on_signals(lambda graceful: stop.append(graceful))
             print("(install conveyor-jobs[web] for the API and dashboard)", flush=True)
             while not stop:
                 time.sleep(0.2)
@@ -331,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="conveyor", description="Conveyor background jobs: workers, scheduler, API.")
     parser.add_argument("-A", "--app", default=os.environ.get("CONVEYOR_APP"),
                         help="the app, as package.module:attribute (env CONVEYOR_APP)")
-    parser.add_argument("--url", default=None,
+    # CONVEYOR_URL is this flag's environment form: it must override a URL written in the app
+    # (`Conveyor("sqlite:///app.db")`), which only reads CONVEYOR_URL when given none
+    parser.add_argument("--url", default=os.environ.get("CONVEYOR_URL") or None,
                         help="override the app's backend URL (env CONVEYOR_URL)")
     parser.add_argument("--log-level", default=env_default("log_level", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -354,8 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = str(args.log_level).upper()
+    if level not in logging.getLevelNamesMapping():
+        parser.error(f"unknown --log-level {args.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app_path = args.app or (DEMO_APP if args.command == "dev" else None)
     try:
         app = load(app_path, args.url)
@@ -368,6 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .errors import JobNotFound
 
         return 1 if isinstance(exc, JobNotFound) else 2
+    except KeyboardInterrupt:
+        # Ctrl-C in a command without its own handler (`enqueue --wait`, a slow `jobs list`):
+        # a line, not a traceback; a job being followed keeps running
+        print("\nconveyor: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

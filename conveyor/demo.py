@@ -105,6 +105,21 @@ def send_followup(contact: str) -> str:
     return contact
 
 
+CONTACTS = ["ada@example.com", "grace@example.com", "linus@example.com", "margaret@example.com"]
+
+
+@app.periodic(every=30, id="process_due_followups", name="process due follow-ups",
+              run_at_start=True)
+def process_due_followups() -> list[str]:
+    """Enqueue one ``send_followup`` per contact whose follow-up is due (here two contacts
+    taking turns, a stand-in for a database query)."""
+    turn = int(time.time() // 30)
+    due = [CONTACTS[turn % len(CONTACTS)], CONTACTS[(turn + 1) % len(CONTACTS)]]
+    for contact in due:
+        send_followup.enqueue(contact)
+    return due
+
+
 def seed() -> list[Any]:
     """A few jobs to watch when the demo starts."""
     return [

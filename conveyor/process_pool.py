@@ -14,6 +14,8 @@ import asyncio
 import importlib
 import inspect
 import multiprocessing
+import os
+import signal
 import threading
 import time
 import traceback
@@ -54,7 +56,15 @@ def load_app(path: str) -> Conveyor:
     return app
 
 
-def _child_main(app_path: str, url: str, conn: Connection) -> None:
+def _child_main(app_path: str, url: str, conn: Connection, parent: int) -> None:
+    # The worker alone decides when a job's process stops (grace, timeout, cancel, forced
+    # stop: it kills the child). Ctrl-C in a terminal signals the whole process group, and
+    # systemd's default KillMode signals every process of the unit: without this, the child
+    # died of KeyboardInterrupt mid-job and a graceful shutdown recorded a failed attempt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True,
+                     name="conveyor-orphan-watch").start()
     app = load_app(app_path)
     app.url = url
     while True:
@@ -66,6 +76,16 @@ def _child_main(app_path: str, url: str, conn: Connection) -> None:
             return
         record = JobRecord.from_json(message)
         conn.send(_run_here(app, record))
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A child never outlives its worker. When the worker dies without killing it (SIGKILL,
+    the OOM killer), the job's lease runs out and another worker runs it again: the orphan
+    would run a second copy alongside, or — a stuck job — linger forever."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _run_here(app: Conveyor, record: JobRecord) -> tuple[Any, ...]:
@@ -104,7 +124,8 @@ class _Child:
         self.conn, child_conn = context.Pipe()
         assert app.import_path is not None
         self.process = context.Process(target=_child_main, args=(app.import_path, app.url,
-                                                                 child_conn), daemon=True)
+                                                                 child_conn, os.getpid()),
+                                       daemon=True)
         self.process.start()
         child_conn.close()
 

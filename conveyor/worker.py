@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -95,9 +95,10 @@ class Worker:
         self._outcomes: queue.SimpleQueue[tuple[Running, Outcome] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._heartbeat_done = threading.Event()
         self._hard_stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: JobThreads | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process_pool: Any = None
         self._last_maintenance = 0.0
@@ -125,8 +126,16 @@ class Worker:
         if not graceful:
             self._hard_stop.set()
         self._stopping.set()
-        with self._slots_free:
-            self._slots_free.notify_all()
+        # stop() runs in the CLI's signal handler, which interrupts the main thread wherever
+        # it is — possibly inside ``with self._lock`` (the fetch loop, shutdown): a blocking
+        # acquire of this non-reentrant lock would deadlock the worker on SIGTERM. The wake-up
+        # is only a shortcut (every wait re-checks the events within a second), so skip it
+        # when the lock is not free soon.
+        if self._lock.acquire(timeout=0.1):
+            try:
+                self._slots_free.notify_all()
+            finally:
+                self._lock.release()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for ``run()`` to return; whether it did."""
@@ -149,8 +158,7 @@ class Worker:
             self._shutdown()
 
     def _start_threads(self) -> None:
-        self._executor = ThreadPoolExecutor(self.concurrency,
-                                            thread_name_prefix=f"conveyor-job-{self.id}")
+        self._executor = JobThreads(self.concurrency, f"conveyor-job-{self.id}")
         if self.pool == "process":
             from .process_pool import ProcessPool
 
@@ -240,12 +248,16 @@ class Worker:
             self._loop.call_soon_threadsafe(self._start_async, running, task)
         else:
             assert self._executor is not None
+            # no timeout clock while it waits behind other jobs (prefetch): the heartbeat's
+            # overrun check failed a prefetched job as timed out before it ever started
+            running.context._deadline = None
             running.future = self._executor.submit(self._run_sync, running, task)
 
     def _run_sync(self, running: Running, task: Task[Any, Any]) -> None:
         if running.reported:  # handed back at shutdown before it started
             return
-        running.context._deadline = (time.monotonic() + running.record.timeout
+        running.started = time.monotonic()
+        running.context._deadline = (running.started + running.record.timeout
                                      if running.record.timeout else None)
         token = set_current(running.context)
         try:
@@ -434,7 +446,7 @@ class Worker:
     # -- the heartbeat -----------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        while not self._stopped.wait(self.heartbeat_interval):
+        while not self._heartbeat_done.wait(self.heartbeat_interval):
             try:
                 self._heartbeat()
             except Exception:
@@ -470,13 +482,15 @@ class Worker:
 
     def _give_up_on(self, running: Running) -> None:
         task = self.app.tasks[running.record.task]
-        log.warning("job %s ran %.0fs past its timeout without checking in; recorded as "
+        log.warning("job %s ran %.1fs past its timeout without checking in; recorded as "
                     "timed out (its thread keeps running until the function returns)",
                     running.record.id, self.cancel_grace)
         running.context.lost = True
         self._report(running, self._failed(
             running, "JobTimeout", f"job ran past its timeout of {running.record.timeout}s "
             "and did not stop", "", reason="timeout", task=task))
+        if self._executor is not None:
+            self._executor.replace_stuck()
 
     def _interrupt(self, running: Running) -> None:
         """Stop a job that must end: async ones are cancelled at once; process ones are
@@ -529,11 +543,15 @@ class Worker:
         self._outcomes.put(None)
         for thread in self._threads[:1]:
             thread.join(10)
-        self._stopped.set()
+        # the heartbeat ends before the worker deregisters: a beat in flight at shutdown
+        # registered it again after remove_worker (a ghost in `conveyor info` for the ttl)
+        self._heartbeat_done.set()
+        for thread in self._threads[1:2]:
+            thread.join(5)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown()
         if self._process_pool is not None:
             self._process_pool.close()
         try:
@@ -541,6 +559,8 @@ class Worker:
         except Exception:
             log.exception("could not deregister worker %s", self.id)
         log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+        # last, so that join() (and leaving app.embedded()) means stopped *and* deregistered
+        self._stopped.set()
 
     def _hand_back(self, which: Any) -> list[Running]:
         with self._lock:
@@ -548,6 +568,78 @@ class Worker:
         for running in chosen:
             self._report(running, Outcome(running.record.id, running.record.attempts, "queued"))
         return chosen
+
+
+class JobThreads:
+    """The pool that runs ``def`` jobs: ``concurrency`` *daemon* threads fed by one queue.
+
+    Not a ``ThreadPoolExecutor``: that one joins its threads when the interpreter exits, so a
+    job handed back at a forced stop (second SIGTERM, or the end of ``grace``) kept the worker
+    process alive until the function returned — for a stuck job, forever. A job handed back
+    is already ``queued`` again in storage; its thread must not hold the process.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._name = name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Any, tuple[Any, ...]] | None] = \
+            queue.SimpleQueue()
+        self._lock = threading.Lock()
+        #: threads started to stand in for stuck ones; as many threads retire when free
+        self._surplus = 0
+        self._threads: list[threading.Thread] = []
+        for _ in range(size):
+            self._add_thread()
+
+    def _add_thread(self) -> None:
+        thread = threading.Thread(target=self._serve, daemon=True,
+                                  name=f"{self._name}-{len(self._threads)}")
+        self._threads.append(thread)
+        thread.start()
+
+    def replace_stuck(self) -> None:
+        """A job was given up on while its thread runs on: start a thread in its place, so
+        the pool keeps its size. Without it, a job that never returns held its thread for
+        good, and with ``-c 1`` every job claimed after it sat "running" (its lease renewed)
+        and never ran. The pool shrinks back when any thread is next free."""
+        with self._lock:
+            self._surplus += 1
+            self._add_thread()
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._work.put((future, fn, args))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():  # cancelled while it waited
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            with self._lock:
+                if self._surplus > 0:
+                    self._surplus -= 1
+                    return
+
+    def shutdown(self) -> None:
+        """Cancel what has not started and let idle threads end; busy ones are abandoned."""
+        while True:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in self._threads:
+            self._work.put(None)
 
 
 class _NullContext:

@@ -39,13 +39,15 @@ def _redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     require_server("Redis", REDIS_HOST, REDIS_PORT)
     import redis
 
-    # a database index per pytest-xdist worker, flushed before each test
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    db = 15 - int(worker.removeprefix("gw") or 0) % 8
+    # a key prefix of its own per test: concurrent runs on one server never see each other
+    db = 15
+    prefix = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}?prefix={prefix}"
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
-    client.flushdb()
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
     client.close()
-    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
 
 
 def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
@@ -53,7 +55,7 @@ def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     import psycopg
 
     schema = f"conveyor_test_{uuid.uuid4().hex[:12]}"
-    yield f"{PG_DSN}?schema={schema}"
+    yield f"{PG_DSN}?schema={schema}&auto_migrate=1"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
@@ -70,7 +72,7 @@ def _memory_url(request: pytest.FixtureRequest) -> Iterator[str]:
 URL_FACTORIES = {"memory": _memory_url, "sqlite": _sqlite_url, "redis": _redis_url,
                  "postgres": _postgres_url}
 #: engines the shared suites run on; an engine joins by adding its name here
-ALL_ENGINES = "memory,sqlite"
+ALL_ENGINES = "memory,sqlite,postgres,redis"
 #: ``CONVEYOR_TEST_ENGINES=memory,sqlite`` narrows the matrix on a laptop
 ENGINES = [e for e in os.environ.get("CONVEYOR_TEST_ENGINES", ALL_ENGINES).split(",") if e]
 _MARKS = {"redis": [pytest.mark.redis], "postgres": [pytest.mark.postgres]}

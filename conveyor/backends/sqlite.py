@@ -70,7 +70,7 @@ from .sqlite_schema import JOB_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
 
-#: RETURNING (3.35) is the newest feature used; UPDATE ... FROM (3.33) and '$[#]' (3.31) predate it
+#: RETURNING (3.35) is the newest feature used; json_each and the '$[#]' path (3.31) predate it
 MIN_SQLITE = (3, 35, 0)
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -88,20 +88,24 @@ _SELECT_LIVE_KEY = (f"SELECT {_COLS} FROM jobs WHERE key = ? AND key IS NOT NULL
                     " AND status IN ('scheduled', 'queued', 'running')")
 _GET = f"SELECT {_COLS} FROM jobs WHERE id = ?"
 
-# One claim statement per queue. The two arms read the two partial indexes in claim order and stop
-# at the limit; merging them sorts at most 2 * limit rows. ?1 now, ?2 worker, ?3 lease end,
-# ?4 the running transition (JSON text, so the timestamp keeps full precision), ?5 queue, ?6 limit.
+# One claim statement per queue, as the queues' order is strict. The queued arm reads the first
+# ``limit`` entries of its partial index, already in claim order; the scheduled arm sorts the due
+# range of its own (see sqlite_schema); merging the two sorts at most 2 * limit rows.
+# ?1 now, ?2 worker, ?3 lease end, ?4 the running transition (JSON text, so its timestamp keeps
+# full precision: json_object would print 15 digits), ?5 queue, ?6 limit.
 _CLAIM = f"""
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?1, worker_id = ?2,
     lease_expires_at = ?3, history = json_insert(history, '$[#]', json(?4)),
     version = version + 1
 WHERE rowid IN (
     SELECT r FROM (
-        SELECT * FROM (SELECT rowid AS r, priority AS p, run_at AS a, id AS i FROM jobs
+        SELECT * FROM (SELECT rowid AS r, priority AS p, run_at AS a, id AS i
+                       FROM jobs INDEXED BY jobs_claim_queued
                        WHERE status = 'queued' AND queue = ?5
                        ORDER BY priority DESC, run_at, id LIMIT ?6)
         UNION ALL
-        SELECT * FROM (SELECT rowid AS r, priority AS p, run_at AS a, id AS i FROM jobs
+        SELECT * FROM (SELECT rowid AS r, priority AS p, run_at AS a, id AS i
+                       FROM jobs INDEXED BY jobs_claim_scheduled
                        WHERE status = 'scheduled' AND queue = ?5 AND run_at <= ?1
                        ORDER BY priority DESC, run_at, id LIMIT ?6)
         ORDER BY p DESC, a, i LIMIT ?6))
@@ -145,19 +149,26 @@ UPDATE jobs SET status = ?, run_at = ?, attempts = ?, max_attempts = ?, started_
 WHERE id = ?
 """
 
-_EXPIRED = (f"SELECT {_COLS} FROM jobs WHERE status = 'running' AND lease_expires_at < ?"
+# INDEXED BY: without ANALYZE statistics the planner prefers the equality on jobs_status, which
+# would walk every running job (or, below, every job of a queue)
+_EXPIRED = (f"SELECT {_COLS} FROM jobs INDEXED BY jobs_lease"
+            " WHERE status = 'running' AND lease_expires_at < ?"
             " ORDER BY lease_expires_at")
-_ANY_EXPIRED = "SELECT 1 FROM jobs WHERE status = 'running' AND lease_expires_at < ? LIMIT 1"
+_ANY_EXPIRED = ("SELECT 1 FROM jobs INDEXED BY jobs_lease"
+                " WHERE status = 'running' AND lease_expires_at < ? LIMIT 1")
 _PRUNE_BATCH = 2000
-_PRUNE = (f"DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE status IN"
+_PRUNE = (f"DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_prune"
+          f" WHERE status IN"
           f" {_FINISHED_SQL} AND result_expires_at < ? LIMIT {_PRUNE_BATCH})")
-_ANY_PRUNABLE = (f"SELECT 1 FROM jobs WHERE status IN {_FINISHED_SQL}"
+_ANY_PRUNABLE = (f"SELECT 1 FROM jobs INDEXED BY jobs_prune WHERE status IN {_FINISHED_SQL}"
                  " AND result_expires_at < ? LIMIT 1")
 
 # per queue: is a job queued, and when is the earliest scheduled one due
 _WORK_PROBE = """
-SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND queue = ?1),
-       (SELECT min(run_at) FROM jobs WHERE status = 'scheduled' AND queue = ?1)
+SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_claim_queued
+               WHERE status = 'queued' AND queue = ?1),
+       (SELECT min(run_at) FROM jobs INDEXED BY jobs_claim_scheduled
+        WHERE status = 'scheduled' AND queue = ?1)
 """
 
 _SCHEDULE_COLS = "id, spec, paused, last_fire, next_fire, state, updated_at"
@@ -294,10 +305,13 @@ _UNAVAILABLE_MARKERS = ("locked", "busy", "disk i/o", "unable to open", "readonl
 def _wrap(exc: sqlite3.Error, doing: str) -> BackendError:
     text = str(exc)
     lowered = text.lower()
+    if isinstance(exc, sqlite3.IntegrityError) and "jobs.id" in text:
+        return BackendError(f"SQLite could not {doing}: a job with that id already exists "
+                            f"({text})")
     if isinstance(exc, sqlite3.OperationalError | sqlite3.ProgrammingError) and any(
             marker in lowered for marker in _UNAVAILABLE_MARKERS):
         return BackendUnavailable(f"SQLite could not {doing}: {text}")
-    return BackendError(f"SQLite failed to {doing}: {text}")
+    return BackendError(f"SQLite could not {doing}: {text}")
 
 
 # -- the backend ---------------------------------------------------------------------------------
@@ -336,6 +350,12 @@ class SQLiteBackend:
         self._conns: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
         self._state = _file_state(self._key)
         self._list_sql: dict[tuple[bool, bool, bool, bool], str] = {}
+        # change detection across processes (see _poll): one connection that never writes
+        self._watch_lock = threading.Lock()
+        self._watch_conn: sqlite3.Connection | None = None
+        self._seen_version: int | None = None
+        #: held by the one waiting thread that polls on behalf of all of them
+        self._poller = threading.Lock()
         _instances.add(self)
         try:
             conn = self._conn()
@@ -362,18 +382,12 @@ class SQLiteBackend:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self._open()
+            conn = self._local.conn = self._open(threading.current_thread())
         return conn
 
-    def _watch(self) -> sqlite3.Connection:
-        # a connection that never writes: its data_version moves on every commit made elsewhere,
-        # including this thread's own writes through its other connection
-        conn: sqlite3.Connection | None = getattr(self._local, "watch", None)
-        if conn is None:
-            conn = self._local.watch = self._open()
-        return conn
-
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, thread: threading.Thread | None = None) -> sqlite3.Connection:
+        """A new connection; it belongs to ``thread`` (the current one by default) and is closed
+        once that thread ended, or to the instance (``_watch_conn``) when ``thread`` is None."""
         if self._closed:
             raise BackendError("the sqlite backend is closed")
         try:
@@ -392,6 +406,8 @@ class SQLiteBackend:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             # sorts and the claim merge stay off disk
             conn.execute("PRAGMA temp_store = MEMORY")
+            # a burst can grow the WAL; once checkpointed, give the space back beyond 64 MiB
+            conn.execute("PRAGMA journal_size_limit = 67108864")
         except sqlite3.DatabaseError as exc:
             conn.close()
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower():
@@ -401,17 +417,19 @@ class SQLiteBackend:
         except BaseException:
             conn.close()
             raise
+        if thread is None:
+            return conn
         with self._conns_lock:
             # connections of threads that ended are closed here, so short-lived threads don't
             # leak file handles; nobody else can be using them
             alive = []
             for thread_ref, other in self._conns:
-                thread = thread_ref()
-                if thread is None or not thread.is_alive():
+                owner = thread_ref()
+                if owner is None or not owner.is_alive():
                     other.close()
                 else:
                     alive.append((thread_ref, other))
-            alive.append((weakref.ref(threading.current_thread()), conn))
+            alive.append((weakref.ref(thread), conn))
             self._conns = alive
         return conn
 
@@ -420,13 +438,19 @@ class SQLiteBackend:
         self._local = threading.local()
         self._conns_lock = threading.Lock()
         self._conns = []
+        self._watch_lock = threading.Lock()
+        self._watch_conn = None
+        self._seen_version = None
+        self._poller = threading.Lock()
         self._state = _file_state(self._key)
 
     def close(self) -> None:
         self._closed = True
         with self._conns_lock:
             conns, self._conns = self._conns, []
-        for _, conn in conns:
+        with self._watch_lock:
+            watch, self._watch_conn = self._watch_conn, None
+        for conn in [c for _, c in conns] + ([watch] if watch is not None else []):
             try:
                 conn.close()
             except sqlite3.Error:
@@ -439,20 +463,25 @@ class SQLiteBackend:
         """Run ``work`` in one BEGIN IMMEDIATE transaction; notify waiters after the commit."""
         conn = self._conn()
         state = self._state
-        with state.write_lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                out = work(conn)
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                if isinstance(exc, sqlite3.Error):
-                    raise _wrap(exc, doing) from exc
-                raise
+        # bounded like SQLite's own wait, so a stuck writer elsewhere surfaces as an error here
+        if not state.write_lock.acquire(timeout=self.busy_timeout):
+            raise BackendUnavailable(f"SQLite could not {doing}: another thread of this process "
+                                     f"held the write lock for {self.busy_timeout} s")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            out = work(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            if isinstance(exc, sqlite3.Error):
+                raise _wrap(exc, doing) from exc
+            raise
+        finally:
+            state.write_lock.release()
         state.notify()
         return out
 
@@ -527,50 +556,33 @@ class SQLiteBackend:
     # -- jobs ------------------------------------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        if not jobs:
+            return []
         params = [_insert_params(job) for job in jobs]
-        if not any(job.key is not None for job in jobs):
-            # the hot path: no key, so nothing to return but the records themselves
-            conn = self._conn()
-            state = self._state
-            with state.write_lock:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    if len(params) == 1:
-                        conn.execute(_INSERT, params[0])
-                    else:
-                        conn.executemany(_INSERT, params)
-                    conn.execute("COMMIT")
-                except BaseException as exc:
-                    if conn.in_transaction:
-                        try:
-                            conn.execute("ROLLBACK")
-                        except sqlite3.Error:
-                            pass
-                    if isinstance(exc, sqlite3.IntegrityError):
-                        raise BackendError(f"cannot store jobs: {exc} (an id already exists)"
-                                           ) from exc
-                    if isinstance(exc, sqlite3.Error):
-                        raise _wrap(exc, "enqueue") from exc
-                    raise
-            state.notify()
+        if any(job.key is not None for job in jobs):
+            return self._write("enqueue", lambda conn: self._store(conn, jobs, params))
+
+        # the hot path: no key, so what is stored is exactly what was given
+        def insert(conn: sqlite3.Connection) -> list[JobRecord]:
+            if len(params) == 1:
+                conn.execute(_INSERT, params[0])
+            else:
+                conn.executemany(_INSERT, params)
             return list(jobs)
-        return self._write("enqueue", lambda conn: self._store(conn, jobs, params))
+
+        return self._write("enqueue", insert)
 
     def _store(self, conn: sqlite3.Connection, jobs: Sequence[JobRecord],
                params: list[tuple[Any, ...]]) -> list[JobRecord]:
         stored: list[JobRecord] = []
         for job, row in zip(jobs, params, strict=True):
-            try:
-                if job.key is None:
-                    conn.execute(_INSERT, row)
-                    stored.append(job)
-                    continue
-                if conn.execute(_INSERT_KEYED, row).rowcount == 1:
-                    stored.append(job)
-                    continue
-            except sqlite3.IntegrityError as exc:
-                raise BackendError(f"cannot store job {job.id}: {exc} (the id already exists)"
-                                   ) from exc
+            if job.key is None:
+                conn.execute(_INSERT, row)
+                stored.append(job)
+                continue
+            if conn.execute(_INSERT_KEYED, row).rowcount == 1:
+                stored.append(job)
+                continue
             existing = conn.execute(_SELECT_LIVE_KEY, (job.key,)).fetchall()
             stored.append(_record(existing[0]))
         return stored
@@ -738,44 +750,72 @@ class SQLiteBackend:
 
     # -- waiting ---------------------------------------------------------------------------------
 
-    def _change_token(self) -> tuple[int, int]:
-        """Where things stand now; :meth:`_await_change` returns once they moved on."""
-        state = self._state
-        with state.changed:
-            generation = state.generation
-        try:
-            version: int = self._watch().execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise _wrap(exc, "watch for changes") from exc
-        return generation, version
+    def _poll(self) -> None:
+        """Look once whether anything was committed since the last look; if so, wake every
+        waiter of this process.
 
-    def _await_change(self, token: tuple[int, int], until: float) -> bool:
-        """Sleep until a commit happened since ``token`` was taken (True) or the monotonic time
-        ``until`` came (False)."""
-        generation, version = token
-        state = self._state
-        watch = self._watch()
-        interval = FAST_POLL
-        while True:
-            now = time.monotonic()
-            if now >= until:
-                return False
-            if now - state.last_change < FAST_WINDOW:
-                interval = FAST_POLL
-            else:
-                interval = min(interval * 1.5, SLOW_POLL)
-            with state.changed:
-                if state.generation == generation:
-                    state.changed.wait(min(interval, until - now))
-                if state.generation != generation:
-                    return True
+        ``PRAGMA data_version`` moves when a connection *other than the one asking* commits. The
+        asking connection here never writes, so every commit moves it: other processes' and this
+        process's own (made through the per-thread connections). It reads no table: ~3 us."""
+        with self._watch_lock:
+            conn = self._watch_conn
+            if conn is None:
+                conn = self._watch_conn = self._open(thread=None)
             try:
-                seen = watch.execute("PRAGMA data_version").fetchone()[0]
+                version: int = conn.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error as exc:
                 raise _wrap(exc, "watch for changes") from exc
-            if seen != version:
-                state.last_change = time.monotonic()
-                return True
+            changed = self._seen_version is not None and version != self._seen_version
+            self._seen_version = version
+        if changed:
+            self._state.notify()
+
+    def _change_token(self) -> int:
+        """Where things stand now; :meth:`_await_change` returns once they moved on. Taken
+        *before* looking at the data, so a commit in between is never missed."""
+        # catch up first: a commit the poller has not seen yet must not count as after the token
+        self._poll()
+        state = self._state
+        with state.changed:
+            return state.generation
+
+    def _await_change(self, token: int, until: float) -> bool:
+        """Sleep until something was committed since ``token`` (True) or the monotonic time
+        ``until`` came (False).
+
+        Waiting threads take turns: one polls (every 1 ms for a second after the last change,
+        then backing off to 20 ms) and wakes the others through the condition, which this
+        process's own commits notify directly. So the polling cost does not grow with the number
+        of waiters (one per open event stream in the web API)."""
+        state = self._state
+        polling = False
+        interval = FAST_POLL
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= until:
+                    return False
+                if not polling:
+                    polling = self._poller.acquire(blocking=False)
+                if polling:
+                    quiet = now - state.last_change
+                    interval = FAST_POLL if quiet < FAST_WINDOW else min(interval * 1.5,
+                                                                         SLOW_POLL)
+                with state.changed:
+                    if state.generation != token:
+                        return True
+                    # a thread that does not poll still looks now and then whether the poller
+                    # left; normally the leaving poller wakes it at once (below)
+                    state.changed.wait(min(interval if polling else SLOW_POLL, until - now))
+                    if state.generation != token:
+                        return True
+                if polling:
+                    self._poll()
+        finally:
+            if polling:
+                self._poller.release()
+                with state.changed:
+                    state.changed.notify_all()  # without a new generation: someone takes over
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -816,8 +856,8 @@ class SQLiteBackend:
     def get_schedules(self) -> list[ScheduleRecord]:
         rows = self._read("read schedules",
                           f"SELECT {_SCHEDULE_COLS} FROM schedules ORDER BY id")
-        return [ScheduleRecord(id, spec, bool(paused), last, next_, state, updated)
-                for id, spec, paused, last, next_, state, updated in rows]
+        return [ScheduleRecord(sid, spec, bool(paused), last, next_, state, updated)
+                for sid, spec, paused, last, next_, state, updated in rows]
 
     def delete_schedule(self, schedule_id: str) -> bool:
         return self._write("delete a schedule", lambda conn: conn.execute(

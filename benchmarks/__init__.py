@@ -1,0 +1,1 @@
+"""Conveyor's benchmark harness (not a test): see benchmarks/README.md."""

@@ -1,0 +1,137 @@
+"""kill -9: of a worker in the middle of a job, and of a process right after it enqueued."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_procs import Procs, alive, read_lines, wait_until
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_job_whose_worker_is_killed_midway_is_requeued_and_finishes_on_another_worker(
+        tmp_path: Path, procs: Procs, core: Any) -> None:
+    app = core.app
+    first = procs.worker("-c", "1", "--grace", "1")
+    wait_until(lambda: app.workers(), 15, "the first worker to register")
+    running = core.slow.enqueue(1.5)
+    # -c 1 takes a second job as prefetch: it holds it under lease but never starts it
+    waiting = core.slow.enqueue(0.1)
+    wait_until(lambda: read_lines(tmp_path / "started.log"), 15, "the job to start")
+    assert app.get_job(waiting.id).status == "running"  # claimed by the first worker
+
+    procs.kill(first)  # SIGKILL: no handler runs, no lease is handed back
+    assert procs.wait(first, 10) == -signal.SIGKILL
+    assert running.refresh().status == "running"
+
+    second = procs.worker("-c", "2", "--grace", "1")
+    for job in (running, waiting):
+        job.wait(timeout=30)
+        assert job.status == "succeeded", job.to_dict()
+        # the lease ran out (2 s), a worker re-queued it, counting the lost attempt
+        assert job.attempts == 2
+        assert [e.reason for e in job.errors] == ["worker_lost"]
+        assert job.errors[0].attempt == 1 and job.errors[0].type == "WorkerLost"
+        statuses = [h.status for h in job.record.history]
+        assert statuses == ["queued", "running", "queued", "running", "succeeded"], statuses
+    result = running.result(timeout=0)
+    assert result["pid"] == second.pid and result["attempt"] == 2
+
+    # the job that was running ran twice (at least once), the prefetched one only once,
+    # and nothing finished on the killed worker
+    started = read_lines(tmp_path / "started.log")
+    assert [(line[1], int(line[2])) for line in started if line[0] == running.id] == \
+        [("1", first.pid), ("2", second.pid)]
+    assert [int(line[2]) for line in started if line[0] == waiting.id] == [second.pid]
+    finished = read_lines(tmp_path / "finished.log")
+    assert sorted(line[0] for line in finished) == sorted([running.id, waiting.id])
+    assert {int(line[2]) for line in finished} == {second.pid}
+    assert app.stats() == {"default": {"succeeded": 2}}
+
+
+ENQUEUE_THEN_DIE = textwrap.dedent("""
+    import os, signal, sys
+    import core_app
+    for n in range(int(sys.argv[1])):
+        job = core_app.record.enqueue(n)
+        print(job.id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no close(), no checkpoint, no atexit
+""")
+
+
+@pytest.mark.timeout(30)
+def test_jobs_survive_a_kill_9_of_the_process_right_after_enqueue_returned(
+        tmp_path: Path, procs: Procs, core: Any) -> None:
+    proc = subprocess.run([sys.executable, "-c", ENQUEUE_THEN_DIE, "25"], env=procs.env(),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=20)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    ids = proc.stdout.split()
+    assert len(ids) == 25
+    for n, job_id in enumerate(ids):
+        job = core.app.get_job(job_id)
+        assert (job.status, job.args) == ("queued", [n])
+
+    # and a worker started afterwards runs them
+    worker = procs.worker("--burst")
+    assert procs.wait(worker, 20) == 0
+    assert core.app.stats() == {"default": {"succeeded": 25}}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_worker_that_lost_its_lease_cannot_overwrite_the_jobs_newer_state(
+        tmp_path: Path, procs: Procs, core: Any) -> None:
+    """A worker frozen past its lease (SIGSTOP: a long GC pause, a stalled VM) wakes up to
+    find its job re-run elsewhere; its late outcome is refused (fenced), not recorded."""
+    frozen = procs.worker("-c", "1", "--grace", "1")
+    wait_until(lambda: core.app.workers(), 15, "the first worker to register")
+    job = core.slow.enqueue(1.0)
+    wait_until(lambda: read_lines(tmp_path / "started.log"), 15, "the job to start")
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        rescuer = procs.worker("-c", "1", "--grace", "1")
+        wait_until(lambda: len(read_lines(tmp_path / "started.log")) == 2, 20,
+                   "the job to start again on the second worker")
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    job.wait(timeout=20)
+    assert job.status == "succeeded"
+    assert job.result(timeout=0) == {"pid": rescuer.pid, "attempt": 2}
+    # the frozen worker finished its copy too (at-least-once) ...
+    wait_until(lambda: len(read_lines(tmp_path / "finished.log")) == 2, 10,
+               "the frozen worker's copy to finish")
+    time.sleep(0.5)
+    # ... but its outcome was dropped: one success, recorded by the second worker
+    job.refresh()
+    assert [h.status for h in job.record.history] == \
+        ["queued", "running", "queued", "running", "succeeded"]
+    assert job.record.worker_id is not None and f"-{rescuer.pid}-" in job.record.worker_id
+    assert [e.reason for e in job.errors] == ["worker_lost"]
+    frozen.send_signal(signal.SIGTERM)
+    assert procs.wait(frozen, 10) == 0
+    assert "outcome succeeded dropped" in procs.output(frozen)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_process_pool_child_does_not_outlive_its_killed_worker(
+        tmp_path: Path, procs: Procs, core: Any) -> None:
+    worker = procs.worker("--pool", "process", "-c", "1")
+    job = core.hang.options(retries=1).enqueue(60)
+    wait_until(lambda: read_lines(tmp_path / "pids.log"), 20, "the job to start in a child")
+    [child] = [int(line[0]) for line in read_lines(tmp_path / "pids.log")]
+    os.kill(worker.pid, signal.SIGKILL)  # the worker only, as the OOM killer would
+    assert procs.wait(worker, 10) == -signal.SIGKILL
+    # an orphaned child would run its job on while another worker re-runs it, and a stuck
+    # job would leave a process behind forever
+    wait_until(lambda: not alive(child), 5, "the orphaned child to exit")
+    assert read_lines(tmp_path / "finished.log") == []
+    assert job.refresh().status == "running"  # until its lease runs out
