@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+log = logging.getLogger("conveyor")
 
 DEFAULT_URL = "sqlite:///conveyor.db"
 MAX_LIST_LIMIT = 1000
@@ -221,7 +224,7 @@ class Conveyor:
             key=opts.key, history=[Transition(status, now)],
             headers=dict(opts.headers or {}))
         for middleware in self.middleware:
-            middleware.before_enqueue(record)
+            _call_hook(middleware.before_enqueue, record)
         return record
 
     def _store(self, records: list[JobRecord], connection: Any = None) -> list[JobRecord]:
@@ -234,20 +237,23 @@ class Conveyor:
                                          f"PostgreSQL backend, not {self.backend.name}")
             stored = enqueue_in(connection, records)
         for middleware in self.middleware:
-            middleware.after_enqueue(stored)
+            _call_hook(middleware.after_enqueue, stored)
         return stored
 
     def _enqueue(self, task: Task[Any, R], args: Sequence[Any], kwargs: dict[str, Any],
                  options: EnqueueOptions | None) -> Job[R]:
         record = self.build_record(task, args, kwargs, options)
         [stored] = self._store([record], options.connection if options else None)
-        return Job(self, stored)
+        return Job(self, stored, created=stored.id == record.id)
 
     def _enqueue_many(self, calls: list[tuple[Task[Any, Any], Sequence[Any], dict[str, Any],
                                               EnqueueOptions | None]]) -> list[Job[Any]]:
         now = self.clock()
         records = [self.build_record(t, a, k, o, now) for t, a, k, o in calls]
-        return [Job(self, r) for r in self._store(records)] if records else []
+        if not records:
+            return []
+        return [Job(self, stored, created=stored.id == record.id)
+                for record, stored in zip(records, self._store(records), strict=True)]
 
     def enqueue(self, task: str | Task[Any, Any], args: Sequence[Any] = (),
                 kwargs: dict[str, Any] | None = None, **options: Any) -> Job[Any]:
@@ -314,3 +320,11 @@ class Conveyor:
 
 
 _NO_OPTIONS = EnqueueOptions()
+
+
+def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
+    """Run a middleware hook; its failure is logged and never fails the enqueue."""
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("middleware hook %r failed", hook)

@@ -24,11 +24,13 @@ R = TypeVar("R")
 class Job(Generic[R]):
     """A job and what is known of it; ``refresh()`` reads it again from the backend."""
 
-    __slots__ = ("_app", "record")
+    __slots__ = ("_app", "created", "record")
 
-    def __init__(self, app: Conveyor, record: JobRecord) -> None:
+    def __init__(self, app: Conveyor, record: JobRecord, created: bool = True) -> None:
         self._app = app
         self.record = record
+        #: False when an idempotency key returned an existing job instead of a new one
+        self.created = created
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.task} {self.status}>"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -77,10 +77,10 @@ class Schedule:
 
     def settings(self) -> dict[str, Any]:
         """Everything but the anchor: what a redeploy compares to decide "changed"."""
-        data = asdict(self)
-        data.pop("anchor")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "anchor"}
         data["trigger"] = self.trigger.to_spec()
         data["args"] = list(self.args)
+        data["kwargs"] = dict(self.kwargs)
         return data
 
     def to_json(self) -> str:
@@ -228,17 +228,25 @@ def declare_periodic(app: Conveyor, *, every: float | timedelta | None = None,
     make_options(queue=queue, priority=priority)
 
     def register(fn: Callable[P, R]) -> Task[P, R]:
+        # queue and priority become the task's defaults; on an existing task, the schedule's
+        schedule_queue, schedule_priority = queue, priority
         if isinstance(fn, Task):
+            if task_options:
+                raise ConfigurationError(f"{fn.name} is already a task: give "
+                                         f"{', '.join(sorted(task_options))} to @app.task")
             task: Task[P, R] = fn
         else:
             extra = dict(task_options)
             if priority is not None:
                 extra["priority"] = priority
             task = app.task(queue=queue, **extra)(fn)
+            schedule_queue = schedule_priority = None
         schedule = make_schedule(task, every=every, cron=cron, tz=tz, id=id, name=name,
                                  args=args, kwargs=kwargs, coalesce=coalesce,
                                  max_instances=max_instances, misfire_grace=misfire_grace,
-                                 run_at_start=run_at_start, jitter=jitter, source="code")
+                                 run_at_start=run_at_start, jitter=jitter,
+                                 queue=schedule_queue, priority=schedule_priority,
+                                 source="code")
         existing = app.periodic_schedules.get(schedule.id)
         if existing is not None and existing.task != schedule.task:
             raise ConfigurationError(f"two periodic schedules have the id {schedule.id!r} "

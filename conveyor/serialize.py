@@ -50,7 +50,14 @@ def _walk(value: Any, pointer: str, problems: list[dict[str, str]], depth: int) 
 def dumps(value: Any, pointer: str = "#") -> str:
     """Encode ``value`` as compact JSON; ``ValidationError`` naming the bad place otherwise."""
     try:
-        return _encoder.encode(value)
+        encoded = _encoder.encode(value)
+        if not encoded.isascii():
+            encoded.encode()  # a lone surrogate cannot be stored as UTF-8: refuse it here
+        return encoded
+    except UnicodeEncodeError as exc:
+        problems = [{"pointer": pointer, "message": f"contains text that is not valid "
+                     f"Unicode ({exc.reason}: a lone surrogate)"}]
+        raise ValidationError(_summary(problems), errors=problems) from None
     except (TypeError, ValueError, RecursionError):
         problems = find_non_json(value, pointer) or [{"pointer": pointer,
                                                       "message": "cannot be encoded as JSON"}]

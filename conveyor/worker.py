@@ -301,7 +301,8 @@ class Worker:
     def _run_in_process(self, running: Running, task: Task[Any, Any]) -> None:
         if running.reported:
             return
-        outcome = self._process_pool.run(self, running, task)
+        with self._around(running.record):
+            outcome = self._process_pool.run(self, running, task)
         self._report(running, outcome)
 
     def _around(self, record: JobRecord) -> Any:
@@ -311,7 +312,10 @@ class Worker:
 
         stack = ExitStack()
         for middleware in self.app.middleware:
-            stack.enter_context(middleware.around_run(record))
+            try:
+                stack.enter_context(middleware.around_run(record))
+            except Exception:  # a broken hook must not fail the job
+                log.exception("middleware %r failed to start", middleware)
         return stack
 
     # -- outcomes ----------------------------------------------------------------------------

@@ -867,7 +867,10 @@ class PostgresBackend:
                          ", ".join(n for n, _ in pending))
             return [n for n, _ in pending]
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+            except psycopg.Error:
+                pass  # the connection died: the server released the lock with the session
 
     def close(self) -> None:
         with self._lock:
@@ -890,10 +893,12 @@ class PostgresBackend:
         """Store ``jobs`` through the caller's own connection, inside its open transaction.
 
         Nothing is committed here: the jobs exist when (and only if) the caller commits, and
-        workers are woken at that commit (NOTIFY is transactional). ``connection`` is a
-        psycopg 3 connection, or anything with a DB-API ``cursor()`` speaking PostgreSQL with
-        ``%(name)s`` parameters (Django's ``connection``). Key and id rules are those of
-        :meth:`enqueue`.
+        workers are woken at that commit (NOTIFY is transactional). ``connection`` is the
+        caller's psycopg 3 connection, whatever its cursor or row factory; only ``cursor()``
+        and ``%(name)s`` parameters are used, so other PostgreSQL DB-API drivers may work but
+        are untested. Key and id rules are those of :meth:`enqueue`; driver errors are raised
+        as ``BackendError`` and leave the caller's transaction aborted, as any failed
+        statement does.
         """
         if not jobs:
             return []

@@ -15,7 +15,6 @@ from starlette.routing import Route
 from .. import serialize
 from ..backends.base import STATUSES, JobRecord
 from ..job import Job
-from ..task import make_options
 from .context import WebContext, job_log_extra
 from .limits import query_float, query_int, query_str, read_json
 from .problems import Problem, invalid_parameter
@@ -72,10 +71,8 @@ def routes(ctx: WebContext) -> list[Route]:
         if not task.expose:
             raise Problem(403, "task-not-exposed", f"task {name!r} cannot be submitted over "
                           "HTTP: register it with @app.task(expose=True) to allow that")
-        record = app.build_record(task, args, kwargs, make_options(**options))
-        # _store, not enqueue(): comparing ids tells a new job from an idempotent repeat
-        [stored] = app._store([record])
-        return stored, stored.id == record.id
+        job = app.enqueue(task, args, kwargs, **options)
+        return job.record, job.created
 
     async def submit(request: Request) -> Response:
         submission = parse_submission(await read_json(request))

@@ -35,7 +35,7 @@ def test_the_periodic_jobs_example_runs_its_schedules():
 def test_the_fastapi_lifespan_example_runs_the_scheduler_in_the_app(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    monkeypatch.setenv("CONVEYOR_URL", "memory://")
+    monkeypatch.setenv("CONVEYOR_URL", f"sqlite:///{tmp_path / 'app.db'}")
     example = load_example("fastapi_lifespan")
     try:
         with TestClient(example.api) as client:

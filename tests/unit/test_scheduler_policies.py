@@ -645,3 +645,15 @@ def test_a_schedule_spec_survives_its_json_form(app):
 
     schedule = app.periodic_schedules["s"]
     assert Schedule.from_json(schedule.to_json()) == schedule
+
+
+def test_a_periodic_declaration_on_an_existing_task_keeps_the_task_and_sets_the_queue(app):
+    from conveyor import ConfigurationError
+
+    @app.task
+    def report() -> None: ...
+
+    app.periodic(every=60, id="reports", queue="reports")(report)
+    assert report.queue == "default" and app.periodic_schedules["reports"].queue == "reports"
+    with pytest.raises(ConfigurationError, match=r"already a task: give retries to @app\.task"):
+        app.periodic(every=60, id="again", retries=3)(report)
