@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import ScheduleRecord, WorkerInfo
+from .backends.base import JobRecord, ScheduleRecord, WorkerInfo
 from .errors import ConfigurationError, UnknownTask, ValidationError
 from .ids import new_job_id
 from .schedules import (
@@ -263,6 +263,8 @@ class Scheduler:
                 self._store(replace(declared, anchor=now), paused=False, now=now)
 
     def _parse(self, record: ScheduleRecord) -> Schedule | None:
+        if len(self._parsed) > 1000:
+            self._parsed.clear()  # specs change on every resume; keep the cache bounded
         if record.spec not in self._parsed:
             try:
                 self._parsed[record.spec] = Schedule.from_json(record.spec)
@@ -303,45 +305,45 @@ class Scheduler:
 
     def _fire_due(self, schedule: Schedule, record: ScheduleRecord, now: float,
                   starting: bool) -> None:
-        due = due_fire_times(schedule.trigger, since(schedule, record), now)
-        exempt = False
-        if starting and schedule.run_at_start:
-            if not due:
-                # the latest fire time has not run (e.g. a new schedule): run it now — once,
-                # since it is a fire time like any other and claimed as such
-                latest = schedule.trigger.previous(now)
-                if latest is not None and (record.last_fire is None or
-                                           latest > record.last_fire):
-                    due = [latest]
-            exempt = bool(due)
-        if not due:
-            return
+        due, exempt = self._due(schedule, record, now, starting)
         state = ScheduleState.from_json(record.state)
-        live = None
         for fire in plan_fires(schedule, due, now, exempt):
+            outcome, job = self._decide(schedule, fire, state, now)
             folded = fire.count - 1 if schedule.coalesce and not fire.missed else 0
-            job = None
-            if fire.missed:
-                outcome = "missed"
-            else:
-                if live is None and schedule.max_instances is not None:
-                    live = live_jobs(self.app, state.recent_jobs)
-                    state.recent_jobs = list(live)
-                if live is not None and len(live) >= (schedule.max_instances or 0):
-                    outcome = "skipped"
-                else:
-                    delay = self.rng.uniform(0, schedule.jitter) if schedule.jitter else 0.0
-                    job = build_job(self.app, schedule, fire.time, now, delay)
-                    outcome = "enqueued"
             new_state = state.after(outcome, fire.time, now, job.id if job else None,
                                     count=fire.count if fire.missed else 1, coalesced=folded)
             if not claim(self.app, schedule, fire.time, new_state, [job] if job else []):
                 # another scheduler got there first; the next pass reads what it did
                 return
             state = new_state
-            if job is not None and live is not None:
-                live.append(job.id)
             self._log(schedule, fire, outcome, job.id if job else None)
+
+    def _due(self, schedule: Schedule, record: ScheduleRecord, now: float,
+             starting: bool) -> tuple[list[float], bool]:
+        """The fire times to handle, and whether the latest is exempt from misfire_grace."""
+        due = due_fire_times(schedule.trigger, since(schedule, record), now)
+        if not (starting and schedule.run_at_start):
+            return due, False
+        if not due:
+            # run_at_start: the latest fire time runs now if it has not run (a new schedule,
+            # say) — once, since it is claimed like any other fire time
+            latest = schedule.trigger.previous(now)
+            if latest is not None and (record.last_fire is None or latest > record.last_fire):
+                due = [latest]
+        return due, bool(due)
+
+    def _decide(self, schedule: Schedule, fire: Fire, state: ScheduleState, now: float
+                ) -> tuple[str, JobRecord | None]:
+        """"missed", "skipped" or "enqueued" (with the job to enqueue) for one fire."""
+        if fire.missed:
+            return "missed", None
+        if schedule.max_instances is not None:
+            # finished jobs are dropped from the notes here, which keeps them short
+            state.recent_jobs = live_jobs(self.app, state.recent_jobs)
+            if len(state.recent_jobs) >= schedule.max_instances:
+                return "skipped", None
+        delay = self.rng.uniform(0, schedule.jitter) if schedule.jitter else 0.0
+        return "enqueued", build_job(self.app, schedule, fire.time, now, delay)
 
     def _log(self, schedule: Schedule, fire: Fire, outcome: str, job_id: str | None) -> None:
         if outcome == "enqueued":

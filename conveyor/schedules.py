@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, cast
 
 from . import serialize
 from .backends.base import LIVE, JobRecord, ScheduleRecord
@@ -38,12 +38,9 @@ from .task import Task, make_options
 from .triggers import CronTrigger, Trigger, make_trigger
 
 if TYPE_CHECKING:
-    from .app import Conveyor
+    from .app import Conveyor, TaskDecorator
 
 log = logging.getLogger("conveyor.scheduler")
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 #: job ids a schedule remembers to enforce ``max_instances`` (finished ones are dropped)
 MAX_RECENT_JOBS = 1000
@@ -212,7 +209,7 @@ def declare_periodic(app: Conveyor, *, every: float | timedelta | None = None,
                      misfire_grace: float | timedelta | None = None,
                      run_at_start: bool = False, jitter: float | timedelta = 0,
                      queue: str | None = None, priority: int | None = None,
-                     **task_options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
+                     **task_options: Any) -> TaskDecorator:
     """``@app.periodic(every=60 | cron="0 2 * * *", ...)``: the function becomes a task (with
     ``queue``, ``priority`` and any other ``@app.task`` option) and runs on the schedule.
 
@@ -227,14 +224,14 @@ def declare_periodic(app: Conveyor, *, every: float | timedelta | None = None,
     make_trigger(every, cron, tz)
     make_options(queue=queue, priority=priority)
 
-    def register(fn: Callable[P, R]) -> Task[P, R]:
+    def register(fn: Callable[..., Any]) -> Task[Any, Any]:
         # queue and priority become the task's defaults; on an existing task, the schedule's
         schedule_queue, schedule_priority = queue, priority
         if isinstance(fn, Task):
             if task_options:
                 raise ConfigurationError(f"{fn.name} is already a task: give "
                                          f"{', '.join(sorted(task_options))} to @app.task")
-            task: Task[P, R] = fn
+            task: Task[Any, Any] = fn
         else:
             extra = dict(task_options)
             if priority is not None:
@@ -254,7 +251,7 @@ def declare_periodic(app: Conveyor, *, every: float | timedelta | None = None,
         app.periodic_schedules[schedule.id] = schedule
         return task
 
-    return register
+    return cast("TaskDecorator", register)
 
 
 def add_schedule(app: Conveyor, task: Task[Any, Any] | str, **options: Any) -> Schedule:

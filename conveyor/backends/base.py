@@ -249,7 +249,9 @@ class JobStore(Protocol):
     def retry(self, job_id: str, now: float) -> JobRecord:
         """Queue a ``failed`` or ``cancelled`` job again now, with one more attempt allowed
         (``max_attempts = max(max_attempts, attempts + 1)``), clearing the cancel request
-        and the result. Other states are returned unchanged. Raises ``JobNotFound``."""
+        and the result. Other states are returned unchanged. Raises ``JobNotFound``, and
+        ``InvalidTransition`` (changing nothing) when the job has a key that another live job
+        holds now."""
         ...
 
     def delete(self, job_id: str) -> bool:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from ..errors import BackendError, JobNotFound
+from ..errors import BackendError, InvalidTransition, JobNotFound
 from . import transitions as t
 from .base import (
     LIVE,
@@ -133,6 +133,16 @@ class MemoryBackend:
         return self._change(job_id, now, "cancel")
 
     def retry(self, job_id: str, now: float) -> JobRecord:
+        with self._changed:
+            job = self._jobs.get(job_id)
+            holder = self._jobs.get(self._keys.get(job.key, "")) if job and job.key else None
+            if job is not None and job.status in ("failed", "cancelled") and holder is not None and holder.id != job_id and holder.status in LIVE:
+                raise InvalidTransition(f"job {job_id} cannot be retried: job {holder.id} "
+                                        f"holds its key {job.key!r}", job_id=job_id)
+            if job is not None and job.key is not None and t.retry(job, now):
+                self._keys[job.key] = job_id
+                self._changed.notify_all()
+                return copy.deepcopy(job)
         return self._change(job_id, now, "retry")
 
     def delete(self, job_id: str) -> bool:

@@ -51,6 +51,7 @@ from ..errors import (
     BackendError,
     BackendUnavailable,
     ConfigurationError,
+    InvalidTransition,
     JobNotFound,
     SchemaOutdated,
 )
@@ -676,7 +677,19 @@ class SQLiteBackend:
                 raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
             job = _record(rows[0])
             if rule(job, now):
-                conn.execute(_REWRITE, _rewrite_params(job))
+                try:
+                    conn.execute(_REWRITE, _rewrite_params(job))
+                except sqlite3.IntegrityError as exc:
+                    # only retry makes a finished job live again; jobs_live_key refuses it while
+                    # a newer live job holds the key, and the transaction rolls back whole
+                    holder = conn.execute("SELECT id FROM jobs WHERE key = ? AND key IS NOT NULL"
+                                          " AND status IN ('scheduled', 'queued', 'running')",
+                                          (job.key,)).fetchall()
+                    if job.key is None or not holder:
+                        raise
+                    raise InvalidTransition(
+                        f"job {job_id} cannot be retried: job {holder[0][0]} holds its key "
+                        f"{job.key!r}", job_id=job_id) from exc
             return job
 
         return self._write(doing, change)

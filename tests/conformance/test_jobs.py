@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conveyor.backends.base import AttemptError, JobFilter, JobRecord, Outcome
-from conveyor.errors import JobNotFound
+from conveyor.errors import InvalidTransition, JobNotFound
 from conveyor.ids import new_job_id
 
 NOW = 1_800_000_000.0
@@ -349,6 +349,22 @@ def test_retry_queues_a_failed_job_with_one_more_attempt(backend):
     assert (got.status, got.max_attempts) == ("queued", 2)
     again = claim_one(backend, now=NOW + 2)
     assert again.attempts == 2
+
+
+def test_retry_is_refused_while_another_live_job_holds_the_key(backend):
+    old = make(key="k", max_attempts=1)
+    backend.enqueue([old])
+    claim_one(backend)
+    backend.finish([Outcome(old.id, 1, "failed")], NOW)
+    newer = make(key="k")
+    backend.enqueue([newer])
+    with pytest.raises(InvalidTransition):
+        backend.retry(old.id, NOW)
+    assert backend.get(old.id).status == "failed"
+    backend.cancel(newer.id, NOW)
+    assert backend.retry(old.id, NOW).status == "queued"
+    [again] = backend.enqueue([make(key="k")])
+    assert again.id == old.id
 
 
 def test_retry_of_a_queued_job_changes_nothing(backend):

@@ -8,14 +8,15 @@ else's on a shared server.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PG_DSN, require_server  # tests/conftest.py, loaded by pytest
 
 from conveyor.backends.base import JobRecord, Outcome
 from conveyor.errors import (
@@ -34,6 +35,21 @@ from conveyor.backends.postgres import (  # noqa: E402
     _settings,
     migrations,
 )
+
+
+def _shared_conftest() -> Any:
+    # by path: several conftest.py files exist, and `import conftest` finds whichever was last
+    path = Path(__file__).parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_conveyor_tests_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_conftest = _shared_conftest()
+PG_DSN: str = _conftest.PG_DSN
+require_server = _conftest.require_server
 
 pytestmark = pytest.mark.postgres
 NOW = 1_800_000_000.0
