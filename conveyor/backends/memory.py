@@ -136,7 +136,9 @@ class MemoryBackend:
         with self._changed:
             job = self._jobs.get(job_id)
             holder = self._jobs.get(self._keys.get(job.key, "")) if job and job.key else None
-            if job is not None and job.status in ("failed", "cancelled") and holder is not None and holder.id != job_id and holder.status in LIVE:
+            retriable = job is not None and job.status in ("failed", "cancelled")
+            if retriable and holder is not None and holder.id != job_id \
+                    and holder.status in LIVE:
                 raise InvalidTransition(f"job {job_id} cannot be retried: job {holder.id} "
                                         f"holds its key {job.key!r}", job_id=job_id)
             if job is not None and job.key is not None and t.retry(job, now):
