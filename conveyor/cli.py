@@ -99,8 +99,12 @@ def worker_command(app: Conveyor, args: argparse.Namespace) -> int:
         from .scheduler import Scheduler
 
         scheduler = Scheduler(app).start()
-    _on_signals(lambda graceful: (worker.stop(graceful),
-                                  scheduler.stop() if scheduler else None))
+    def stop(graceful: bool) -> None:
+        worker.stop(graceful)
+        if scheduler is not None:
+            scheduler.stop()
+
+    _on_signals(stop)
     worker.run()
     if scheduler is not None:
         scheduler.stop()
@@ -403,9 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ConveyorError as exc:
         print(f"conveyor: error: {exc}", file=sys.stderr)
-        from .errors import JobNotFound
+        from .errors import JobNotFound, ScheduleNotFound
 
-        return 1 if isinstance(exc, JobNotFound) else 2
+        return 1 if isinstance(exc, (JobNotFound, ScheduleNotFound)) else 2
     except KeyboardInterrupt:
         # Ctrl-C in a command without its own handler (`enqueue --wait`, a slow `jobs list`):
         # a line, not a traceback; a job being followed keeps running
