@@ -12,8 +12,8 @@ import contextvars
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import serialize
 from .errors import Cancelled, ConveyorError, JobTimeout
+from .job import RecordView
 
 if TYPE_CHECKING:
     from .backends.base import Backend, JobRecord
@@ -23,7 +23,7 @@ _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
     "conveyor_current_job", default=None)
 
 
-class JobContext:
+class JobContext(RecordView):
     """The running attempt of a job, as seen from inside its task."""
 
     def __init__(self, record: JobRecord, backend: Backend,
@@ -39,33 +39,9 @@ class JobContext:
         self.lost = False
 
     @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def task(self) -> str:
-        return self.record.task
-
-    @property
-    def queue(self) -> str:
-        return self.record.queue
-
-    @property
     def attempt(self) -> int:
         """1 for the first run, 2 for the first retry, ..."""
         return self.record.attempts
-
-    @property
-    def max_attempts(self) -> int:
-        return self.record.max_attempts
-
-    @property
-    def args(self) -> list[Any]:
-        return serialize.loads(self.record.args)
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return serialize.loads(self.record.kwargs)
 
     @property
     def timed_out(self) -> bool:

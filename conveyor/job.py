@@ -21,7 +21,39 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
-class Job(Generic[R]):
+class RecordView:
+    """Read access to the fields of ``self.record`` that a job handle and a running task's
+    context share."""
+
+    __slots__ = ()
+    record: JobRecord
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def task(self) -> str:
+        return self.record.task
+
+    @property
+    def queue(self) -> str:
+        return self.record.queue
+
+    @property
+    def max_attempts(self) -> int:
+        return self.record.max_attempts
+
+    @property
+    def args(self) -> list[Any]:
+        return serialize.loads(self.record.args)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return serialize.loads(self.record.kwargs)
+
+
+class Job(RecordView, Generic[R]):
     """A job and what is known of it; ``refresh()`` reads it again from the backend."""
 
     __slots__ = ("_app", "created", "record")
@@ -42,18 +74,6 @@ class Job(Generic[R]):
         return hash(self.id)
 
     # -- what is known -----------------------------------------------------------------------
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def task(self) -> str:
-        return self.record.task
-
-    @property
-    def queue(self) -> str:
-        return self.record.queue
 
     @property
     def status(self) -> str:
@@ -78,14 +98,6 @@ class Job(Generic[R]):
     @property
     def finished(self) -> bool:
         return self.record.finished
-
-    @property
-    def args(self) -> list[Any]:
-        return serialize.loads(self.record.args)
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return serialize.loads(self.record.kwargs)
 
     # -- reading again -----------------------------------------------------------------------
 
