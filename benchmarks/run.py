@@ -6,7 +6,7 @@ Options: ``--jobs N`` (default 5000), ``--only conveyor-sqlite,huey-sqlite,...``
 ``--engines sqlite,redis,postgres``, ``--profile conveyor-sqlite,conveyor-redis`` (py-spy profile
 of the 1-worker drain instead of the benchmark). A full run rewrites the results section of
 ``benchmarks/README.md`` and ``benchmarks/results.json``; a partial one (``--only``/
-``--engines``) writes ``benchmarks/results-partial.json`` unless ``--readme`` is given.
+``--engines``) prints its tables and leaves the README alone unless ``--readme`` is given.
 """
 
 from __future__ import annotations
@@ -459,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     section = results_section(results, info, command, args.jobs, args.latency_jobs,
                               args.latency_gap)
     if partial and not args.readme:
-        (HERE / "results-partial.json").write_text(json.dumps(payload, indent=2) + "\n")
+        out = Path(tempfile.gettempdir()) / "conveyor-bench-partial.json"
+        out.write_text(json.dumps(payload, indent=2) + "\n")
         print(section)
+        log(f"partial run: README.md left as it is; figures in {out}")
     else:
         (HERE / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
         write_readme(section)

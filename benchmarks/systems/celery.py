@@ -9,10 +9,10 @@ from celery import Celery
 from benchmarks.common import REDIS_URL, bin_path, flush_redis, mark
 
 THREADS = 8
-#: worker pool (BENCH_CELERY_POOL): threads, solo or prefork
-POOL = os.environ.get("BENCH_CELERY_POOL", "threads")
-DESCRIPTION = (f"`celery worker --pool {POOL} -c {THREADS} --without-gossip --without-mingle "
-               "--without-heartbeat`; results ignored")
+#: worker pool (BENCH_CELERY_POOL): solo (the fastest here for no-op jobs), threads, prefork
+POOL = os.environ.get("BENCH_CELERY_POOL", "solo")
+DESCRIPTION = (f"`celery worker --pool {POOL}" + (f" -c {THREADS}" if POOL != "solo" else "")
+               + " --without-gossip --without-mingle --without-heartbeat`; results ignored")
 
 app = Celery("bench", broker=REDIS_URL)
 app.conf.update(task_ignore_result=True, broker_connection_retry_on_startup=True,
@@ -33,6 +33,7 @@ def enqueue(i: int) -> None:
 
 
 def worker_argv(index: int) -> list[str]:
-    return [bin_path("celery"), "-A", "benchmarks.systems.celery:app", "worker", "--pool",
-            POOL, "-c", str(THREADS), "-n", f"bench{index}@%h", "--without-gossip",
-            "--without-mingle", "--without-heartbeat", "-l", "WARNING"]
+    pool = ["--pool", POOL] + (["-c", str(THREADS)] if POOL != "solo" else [])
+    return [bin_path("celery"), "-A", "benchmarks.systems.celery:app", "worker", *pool,
+            "-n", f"bench{index}@%h", "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "-l", "WARNING"]

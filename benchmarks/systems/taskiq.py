@@ -8,12 +8,12 @@ from taskiq_redis import ListQueueBroker, RedisStreamBroker
 
 from benchmarks.common import REDIS_URL, bin_path, flush_redis, mark
 
-DESCRIPTION = ("`taskiq worker --workers 1` (a parent and one asyncio worker process), "
-               "RedisStreamBroker (acknowledged), per-job logs off; async-only client")
-
 #: BENCH_TASKIQ_BROKER: stream (RedisStreamBroker, acknowledged) or list (ListQueueBroker)
 BROKER = os.environ.get("BENCH_TASKIQ_BROKER", "stream")
 broker = (RedisStreamBroker if BROKER == "stream" else ListQueueBroker)(REDIS_URL)
+DESCRIPTION = ("`taskiq worker --workers 1` (a parent and one asyncio worker process), "
+               + ("RedisStreamBroker (acknowledged)" if BROKER == "stream" else "ListQueueBroker")
+               + ", per-job logs off; async-only client")
 
 
 @broker.task(task_name="noop")

@@ -54,6 +54,7 @@ from redis.commands.core import Script
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    NoScriptError,
     RedisError,
     ResponseError,
 )
@@ -65,6 +66,7 @@ from ..errors import (
     BackendError,
     BackendUnavailable,
     ConfigurationError,
+    InvalidTransition,
     JobNotFound,
     SchemaOutdated,
 )
@@ -294,7 +296,28 @@ class RedisBackend:
 
     def _call(self, script: str, args: list[str]) -> Any:
         s = self._s[script]
-        return self._run(lambda _retrying: s(args=args))
+        return self._run(lambda _retrying: self._eval(s, args))
+
+    def _eval(self, script: Script, args: list[str]) -> Any:
+        """EVALSHA on a pooled connection, loading the script when the server lacks it.
+
+        This skips the client's generic command path (response callbacks, observability
+        hooks, event dispatch): 12 µs of a ~140 µs single enqueue. The connection handles
+        its own socket errors (it disconnects); an error reply leaves it clean.
+        """
+        conn = self._pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", script.sha, 0, *args)
+            try:
+                return conn.read_response()
+            except NoScriptError:
+                # a restarted or flushed server forgot the scripts
+                conn.send_command("SCRIPT", "LOAD", script.script)
+                script.sha = conn.read_response()
+                conn.send_command("EVALSHA", script.sha, 0, *args)
+                return conn.read_response()
+        finally:
+            self._pool.release(conn)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -354,7 +377,7 @@ class RedisBackend:
     def _enqueue_op(self, tail: list[str]) -> Callable[[bool], Any]:
         script, prefix = self._s["enqueue"], self._p
         # a retried call tells the script so that its own first write is not a duplicate id
-        return lambda retrying: script(args=[prefix, "1" if retrying else "0", *tail])
+        return lambda retrying: self._eval(script, [prefix, "1" if retrying else "0", *tail])
 
     def claim(self, queues: Sequence[str], limit: int, worker_id: str, lease: float,
               now: float) -> list[JobRecord]:
@@ -400,6 +423,10 @@ class RedisBackend:
         row = self._call(script, [self._p, job_id, _num(now)])
         if not row:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        if row[0] == 0:
+            _, holder, key = row
+            raise InvalidTransition(f"job {job_id} cannot be retried: job {holder} holds its "
+                                    f"key {key!r}", job_id=job_id)
         return _decode_row(row)
 
     def delete(self, job_id: str) -> bool:
@@ -408,14 +435,6 @@ class RedisBackend:
     def get(self, job_id: str) -> JobRecord | None:
         key = self._p + "job:" + job_id
         return _maybe_row(self._run(lambda _r: self._r.hmget(key, FIELDS)))
-
-    def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
-        if limit <= 0:
-            return Page([], None)
-        reply = self._call("list", [self._p, cursor or "", str(int(limit)),
-                                    filter.status or "", filter.queue or "", filter.task or ""])
-        jobs = [_decode_row(row) for row in reply[1:] if row[0] is not None]
-        return Page(jobs, reply[0] or None)
 
     def stats(self) -> dict[str, dict[str, int]]:
         flat = self._call("stats", [self._p])
@@ -541,8 +560,8 @@ class RedisBackend:
         head = [self._p, schedule_id, _num(fire_time),
                 "" if next_fire is None else _num(next_fire), state]
         s = self._s["claim_fire"]
-        return bool(self._run(lambda retrying: s(args=[*head, "1" if retrying else "0",
-                                                       *tail])))
+        return bool(self._run(lambda retrying: self._eval(s, [*head, "1" if retrying else "0",
+                                                               *tail])))
 
     def update_schedule_state(self, schedule_id: str, next_fire: float | None,
                               state: str) -> None:
@@ -574,3 +593,14 @@ class RedisBackend:
             pipe.execute()
 
         self._run(op)
+
+    # -- listing ---------------------------------------------------------------------------
+
+    # last in the class: a method named ``list`` shadows the builtin for annotations below it
+    def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
+        if limit <= 0:
+            return Page([], None)
+        reply = self._call("list", [self._p, cursor or "", str(int(limit)),
+                                    filter.status or "", filter.queue or "", filter.task or ""])
+        jobs = [_decode_row(row) for row in reply[1:] if row[0] is not None]
+        return Page(jobs, reply[0] or None)

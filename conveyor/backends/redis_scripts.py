@@ -429,7 +429,8 @@ flush()
 return row(jk)
 """
 
-# ARGV: prefix, id, now; replies the job after the change (nil when it does not exist)
+# ARGV: prefix, id, now; replies the job after the change (nil when it does not exist), or
+# {0, holder id, key} when another live job holds the job's key (nothing changed)
 RETRY = r"""
 local id, now = ARGV[2], ARGV[3]
 local jk = jkey(id)
@@ -438,6 +439,15 @@ if #flat == 0 then return nil end
 local j = hmap(flat)
 local old = j.status
 if old == 'failed' or old == 'cancelled' then
+  if j.key then
+    local kk = P .. 'key:' .. j.key
+    local holder = redis.call('GET', kk)
+    if holder and holder ~= id then
+      local held = redis.call('HGET', jkey(holder), 'status')
+      if held and LIVE[held] then return {0, holder, j.key} end
+    end
+    redis.call('SET', kk, id)
+  end
   local allowed = tonumber(j.attempts) + 1
   if tonumber(j.max_attempts) < allowed then j.max_attempts = tostring(allowed) end
   j.cancel_requested = nil

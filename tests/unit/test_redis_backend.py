@@ -27,7 +27,12 @@ import pytest
 from conveyor.backends import open_backend
 from conveyor.backends.base import AttemptError, JobFilter, JobRecord, Outcome
 from conveyor.backends.memory import MemoryBackend
-from conveyor.errors import BackendUnavailable, ConfigurationError, JobNotFound
+from conveyor.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidTransition,
+    JobNotFound,
+)
 from conveyor.ids import new_job_id
 
 redis = pytest.importorskip("redis")
@@ -396,8 +401,8 @@ def test_random_operations_match_the_memory_backend(backend: RedisBackend) -> No
         for store in (ref, backend):
             try:
                 results.append(call(store))
-            except JobNotFound:
-                results.append("not found")
+            except (JobNotFound, InvalidTransition) as exc:
+                results.append(f"{type(exc).__name__}: {exc}")
         assert results[0] == results[1]
         return results[0]
 
