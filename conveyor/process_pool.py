@@ -67,6 +67,7 @@ def _child_main(app_path: str, url: str, conn: Connection, parent: int) -> None:
                      name="conveyor-orphan-watch").start()
     app = load_app(app_path)
     app.url = url
+    conn.send(_READY)
     while True:
         try:
             message = conn.recv()
@@ -76,6 +77,10 @@ def _child_main(app_path: str, url: str, conn: Connection, parent: int) -> None:
             return
         record = JobRecord.from_json(message)
         conn.send(_run_here(app, record))
+
+
+#: a new child's first message: the app is imported, jobs may come
+_READY = ("ready",)
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -128,6 +133,8 @@ class _Child:
                                        daemon=True)
         self.process.start()
         child_conn.close()
+        #: whether the child has imported the app (it said so: _READY)
+        self.ready = False
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -167,16 +174,29 @@ class ProcessPool:
         record = running.record
         child = self._child()
         running.slot = child
-        deadline = time.monotonic() + record.timeout if record.timeout else None
+        deadline: float | None = None
         cancel_seen: float | None = None
-        child.conn.send(record.to_json())
+
+        def send() -> float | None:
+            # the timeout clock starts when the job reaches a ready child: spawning and
+            # importing the app can take seconds (far more on a loaded machine or with a heavy
+            # app), and counting them killed jobs before they began — every job, when the
+            # import outlasts the timeout, since each kill means a fresh child
+            child.conn.send(record.to_json())
+            return time.monotonic() + record.timeout if record.timeout else None
+
+        if child.ready:
+            deadline = send()
         while True:
             if child.conn.poll(0.05):
                 try:
                     reply = child.conn.recv()
                 except EOFError:
                     reply = None
-                if reply is not None:
+                if reply == _READY:
+                    child.ready = True
+                    deadline = send()
+                elif reply is not None:
                     return self._outcome(worker, running, task, reply)
             if not child.process.is_alive():
                 self._discard(child)

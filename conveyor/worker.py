@@ -200,7 +200,11 @@ class Worker:
                 if self._drained():
                     break
                 continue
-            backend.wait_for_work(self.queues, self.poll_interval)
+            try:
+                backend.wait_for_work(self.queues, self.poll_interval)
+            except Exception:
+                # the backend is down: the next claim reports it and backs off
+                self._stopping.wait(self.poll_interval)
 
     def _drained(self) -> bool:
         """Burst mode: whether nothing is running and nothing is due (waits for the running)."""

@@ -8,12 +8,10 @@ else's on a shared server.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,27 +27,13 @@ from conveyor.ids import new_job_id
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg.rows import dict_row  # noqa: E402
+from servers import PG_DSN, require_server  # noqa: E402
 
 from conveyor.backends.postgres import (  # noqa: E402
     PostgresBackend,
     _settings,
     migrations,
 )
-
-
-def _shared_conftest() -> Any:
-    # by path: several conftest.py files exist, and `import conftest` finds whichever was last
-    path = Path(__file__).parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_conveyor_tests_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_conftest = _shared_conftest()
-PG_DSN: str = _conftest.PG_DSN
-require_server = _conftest.require_server
 
 pytestmark = pytest.mark.postgres
 NOW = 1_800_000_000.0

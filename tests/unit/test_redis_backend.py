@@ -8,19 +8,16 @@ what must not touch the shared one: CONFIG changes, command statistics and resta
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 import random
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -41,25 +38,7 @@ from conveyor.backends.redis import RedisBackend  # noqa: E402
 pytestmark = pytest.mark.redis
 
 
-def _shared_conftest() -> ModuleType:
-    # by path: when the whole suite is collected, "conftest" in sys.modules is whichever
-    # directory's conftest.py pytest imported last, not necessarily tests/conftest.py
-    name = "conveyor_tests_shared_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_shared = _shared_conftest()
-IN_CI: bool = _shared.IN_CI
-REDIS_HOST: str = _shared.REDIS_HOST
-REDIS_PORT: int = _shared.REDIS_PORT
-require_server = _shared.require_server
+from servers import IN_CI, REDIS_HOST, REDIS_PORT, require_server  # noqa: E402
 
 DB = 12
 NOW = 1_795_762_559.633279  # full microsecond precision: times must read back bit for bit
