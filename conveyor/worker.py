@@ -530,6 +530,13 @@ class Worker:
         ready.set()
         try:
             loop.run_forever()
+            # let cancelled jobs unwind inside their own tasks: a coroutine left to the garbage
+            # collector would run its cleanup outside its context
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         finally:
             loop.close()
 
