@@ -138,6 +138,19 @@ class Workers:
                 total += times.user + times.system
         return total
 
+    def context_switches(self) -> int:
+        """Voluntary and involuntary context switches of every thread of every process of
+        the workers so far (threads that ended are not counted)."""
+        total = 0
+        for proc in self._tree():
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{proc.pid}/task").iterdir():
+                    with contextlib.suppress(OSError):
+                        for line in (task / "status").read_text().splitlines():
+                            if "ctxt_switches:" in line:
+                                total += int(line.split()[1])
+        return total
+
     def rss_mb(self) -> float:
         """Resident memory of each worker's process tree, averaged over the workers (MiB)."""
         total = 0
@@ -157,7 +170,7 @@ class Workers:
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 2  # every job is done by now
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(deadline - time.monotonic(), 0.01))
@@ -197,8 +210,11 @@ class Load:
     processes running at the same time (another test suite, say) distort every figure; a
     measurement taken while they used more than ``--busy`` cores is taken again."""
 
-    def __init__(self, own: Callable[[], float]) -> None:
+    def __init__(self, own: Callable[[], float], engine: str = "") -> None:
         self.own = own
+        times = psutil.Process().cpu_times()
+        self.caller_start = times.user + times.system
+        self.server_start = server_cpu(engine)
         self.started = time.monotonic()
         self.busy = _busy()
         self.own_start = own()
@@ -259,25 +275,33 @@ class Driver:
         return times.user + times.system + sum(server_cpu(self.system.engine).values())
 
     def _timed(self, count: int, started: float, load: Load) -> dict[str, Any]:
-        return {"rate": count / (time.perf_counter() - started),
-                "foreign_cores": load.foreign()}
+        """The figures of an enqueue loop that began at ``started`` (with ``load``)."""
+        rate = count / (time.perf_counter() - started)
+        me = self._me.cpu_times()
+        caller = me.user + me.system - load.caller_start
+        server = sum(v - load.server_start.get(p, 0.0)
+                     for p, v in server_cpu(self.system.engine).items())
+        return {"rate": rate, "foreign_cores": load.foreign(),
+                "caller_cpu_us_per_job": caller / count * 1e6,
+                "server_cpu_us_per_job": server / count * 1e6}
 
     def enqueue_single_sync(self, ids: range) -> dict[str, Any]:
         enqueue = self.mod.enqueue
 
         def loop() -> dict[str, Any]:
-            load = Load(self._own_cpu)
-            started = time.perf_counter()
-            for i in ids:
-                enqueue(i)
-            return self._timed(len(ids), started, load)
+            with self._profiling_me("enqueue"):
+                load = Load(self._own_cpu, self.system.engine)
+                started = time.perf_counter()
+                for i in ids:
+                    enqueue(i)
+                return self._timed(len(ids), started, load)
         return self._sync(loop)
 
     def enqueue_single_async(self, ids: range) -> dict[str, Any]:
         aenqueue = self.mod.aenqueue
 
         async def loop() -> dict[str, Any]:
-            load = Load(self._own_cpu)
+            load = Load(self._own_cpu, self.system.engine)
             started = time.perf_counter()
             for i in ids:
                 await aenqueue(i)
@@ -289,7 +313,7 @@ class Driver:
         chunks = [ids[k:k + BATCH] for k in range(0, len(ids), BATCH)]
         if inspect.iscoroutinefunction(batch):
             async def aloop() -> dict[str, Any]:
-                load = Load(self._own_cpu)
+                load = Load(self._own_cpu, self.system.engine)
                 started = time.perf_counter()
                 for chunk in chunks:
                     await batch(chunk)
@@ -297,7 +321,7 @@ class Driver:
             return self._async(aloop)
 
         def loop() -> dict[str, Any]:
-            load = Load(self._own_cpu)
+            load = Load(self._own_cpu, self.system.engine)
             started = time.perf_counter()
             for chunk in chunks:
                 batch(chunk)
@@ -328,6 +352,7 @@ class Driver:
         try:
             deadline = time.monotonic() + self.args.timeout
             cpu_start = 0.0
+            switches_start = 0
             server_start: dict[int, float] | None = None
             load: Load | None = None
             wall_start = 0.0
@@ -335,11 +360,12 @@ class Driver:
                 done = count_marks()
                 if done and server_start is None:
                     cpu_start = procs.cpu_seconds()
+                    switches_start = procs.context_switches()
                     server_start = server_cpu(self.system.engine)
                     load = Load(lambda: procs.cpu_seconds() + self._own_cpu())
                     wall_start = time.monotonic()
                     if self.args.profile and workers == 1:
-                        profiler = self._start_profiler(procs.procs[0].pid)
+                        profiler = self._start_profiler(procs.procs[0].pid, "drain")
                 if done >= n and len({m[0] for m in read_marks()}) >= n:
                     break
                 failure = procs.exited()
@@ -354,6 +380,7 @@ class Driver:
                 self._stop_profiler(profiler)
                 profiler = None
             cpu = procs.cpu_seconds() - cpu_start
+            switches = procs.context_switches() - switches_start
             server_end = server_cpu(self.system.engine)
             server_used = sum(v - (server_start or {}).get(p, 0.0)
                               for p, v in server_end.items())
@@ -375,6 +402,7 @@ class Driver:
             "duplicates": len(marks) - len(first),
             "rss_mb": rss,
             "cpu_us_per_job": cpu / n * 1e6,
+            "context_switches_per_job": switches / n,
             "cpu_util": cpu / wall if wall > 0 else None,
             "server_cpu_util": server_used / wall if wall > 0 else None,
             "foreign_cores": foreign,
@@ -394,13 +422,17 @@ class Driver:
                     out["rate"] = after / (times[-1] - begin)
         return out
 
-    def _start_profiler(self, pid: int) -> subprocess.Popen[bytes]:
-        out = self.workdir / f"profile-{self.system.name}.txt"
-        self.result["profile_file"] = str(out)
-        return subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
-             "--rate", "250", "--format", "raw", "--threads", "--nonblocking",
-             "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def _start_profiler(self, pid: int, phase: str) -> subprocess.Popen[bytes]:
+        """py-spy, sampling every thread of ``pid`` that is not idle (``--profile-gil``:
+        only the thread holding the GIL), until :meth:`_stop_profiler`."""
+        out = self.workdir / f"profile-{self.system.name}-{phase}.txt"
+        self.result.setdefault("profile_files", {})[phase] = str(out)
+        argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                "--rate", "500", "--format", "raw", "--threads", "--nonblocking",
+                "--output", str(out)]
+        if self.args.profile_gil:
+            argv.append("--gil")
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _stop_profiler(self, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGINT)
@@ -408,6 +440,19 @@ class Driver:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+    @contextlib.contextmanager
+    def _profiling_me(self, phase: str) -> Iterator[None]:
+        """Profile this process (the enqueueing caller) for the length of the block."""
+        if not self.args.profile:
+            yield
+            return
+        proc = self._start_profiler(os.getpid(), phase)
+        time.sleep(0.5)  # let py-spy attach before the measured loop starts
+        try:
+            yield
+        finally:
+            self._stop_profiler(proc)
 
     # -- latency -----------------------------------------------------------------------------
 
@@ -527,6 +572,12 @@ class Driver:
             self.result["foreign"][name] = round(best["foreign_cores"], 2)
         return best
 
+    def _keep_cpu(self, kind: str, out: dict[str, Any] | None) -> None:
+        if out:
+            self.result.setdefault("enqueue_cpu", {})[kind] = {
+                "caller_us": round(out["caller_cpu_us_per_job"], 1),
+                "server_us": round(out["server_cpu_us_per_job"], 1)}
+
     def run(self) -> dict[str, Any]:
         n = self.args.jobs
         ids = range(n)
@@ -554,6 +605,7 @@ class Driver:
             single = self.measure("enqueue single", fresh(self.enqueue_single))
             if single:
                 res[single["kind"]] = single["rate"]
+                self._keep_cpu(single["kind"], single)
                 if "drain1" in phases:
                     res["drain1"] = self.measure("drain, 1 worker", then_drain(1), drain_limit)
 
@@ -562,6 +614,7 @@ class Driver:
             if self._has("enqueue_batch"):
                 batch = self.measure("enqueue batched", fresh(self.enqueue_batched))
                 res["enqueue_batch"] = batch["rate"] if batch else None
+                self._keep_cpu("enqueue_batch", batch)
                 filled = batch is not None
             elif "drain2" in phases:
                 filled = bool(self.phase("enqueue (untimed)", lambda: self.fill(ids)))
@@ -571,6 +624,7 @@ class Driver:
         if "async" in phases and self._has("enqueue") and self._has("aenqueue"):
             out = self.measure("enqueue async", fresh(self.enqueue_single_async))
             res["enqueue_async"] = out["rate"] if out else None
+            self._keep_cpu("enqueue_async", out)
 
         if "latency" in phases:
             def latency(k: int) -> dict[str, Any]:
@@ -605,7 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=2,
                         help="times a disturbed measurement is taken again (2)")
     parser.add_argument("--profile", action="store_true",
-                        help="record the 1-worker drain with py-spy")
+                        help="record the sync enqueue loop and the 1-worker drain with py-spy")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: sample only the thread holding the GIL")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ def _thread_name(name: str) -> str:
     return name or "?"
 
 
-def _short(frame: str) -> str:
+def _short(frame: str, line: bool = False) -> str:
     match = _FRAME.match(frame)
     if not match:
         return frame
@@ -38,6 +38,8 @@ def _short(frame: str) -> str:
             if marker == "/lib/python3":
                 file = "stdlib " + file.split("/", 1)[-1]
             break
+    if line and match.group("line"):
+        file += f":{match.group('line')}"
     return f"{match.group('func')} ({file})"
 
 
@@ -64,11 +66,13 @@ def summarize(path: Path, top: int = 25) -> str:
         return "(no samples)\n"
     threads: Counter[str] = Counter()
     own: Counter[str] = Counter()
+    lines: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     for thread, frames, count in samples:
         threads[thread] += count
         if frames:
             own[_short(frames[-1])] += count
+            lines[_short(frames[-1], line=True)] += count
         seen = set()
         for frame in frames:
             short = _short(frame)
@@ -81,6 +85,8 @@ def summarize(path: Path, top: int = 25) -> str:
     out += [f"| {name} | {n / total:.1%} |" for name, n in threads.most_common()]
     out += ["", f"Top {top} functions by own samples:", "", "| function | own |", "|---|---:|"]
     out += [f"| `{name}` | {n / total:.1%} |" for name, n in own.most_common(top)]
+    out += ["", f"Top {top} lines by own samples:", "", "| line | own |", "|---|---:|"]
+    out += [f"| `{name}` | {n / total:.1%} |" for name, n in lines.most_common(top)]
     out += ["", f"Top {top} functions by inclusive samples:", "", "| function | inclusive |",
             "|---|---:|"]
     out += [f"| `{name}` | {n / total:.1%} |" for name, n in inclusive.most_common(top)]

@@ -64,7 +64,9 @@ def run_system(system: System, args: argparse.Namespace, scratch: Path,
             "--timeout", str(args.timeout), "--busy", str(args.busy), "--retries",
             str(args.retries), "--workdir", str(workdir), "--out", str(out)]
     if profile:
-        argv += ["--phases", "single,drain1", "--profile"]
+        argv += ["--phases", "single,drain1", "--profile", "--retries", "0"]
+        if args.profile_gil:
+            argv.append("--profile-gil")
     env = dict(os.environ, BENCH_DIR=str(scratch / "sqlite"), PYTHONPATH=str(ROOT))
     limit = 6 * args.timeout + 120
     started = time.monotonic()
@@ -87,9 +89,34 @@ def run_system(system: System, args: argparse.Namespace, scratch: Path,
         result = {"system": system.name, "engine": system.engine,
                   "conveyor": system.conveyor, "errors": {"driver": "no result (killed)"}}
     result["seconds"] = round(time.monotonic() - started, 1)
-    if profile and result.get("profile_file"):
-        result["profile"] = profile_summary.summarize(Path(result["profile_file"]))
+    if profile and result.get("profile_files"):
+        parts = [f"# py-spy profile: {system.name}", "",
+                 f"`{' '.join(['run.py', *sys.argv[1:]])}`; {args.jobs:,} jobs. "
+                 + ("Only the thread holding the GIL was sampled." if args.profile_gil else
+                    "Every thread that was not idle was sampled.")]
+        for phase, file in result["profile_files"].items():
+            what = {"enqueue": "The caller, during the sync enqueue loop",
+                    "drain": "The worker process, during the 1-worker drain"}.get(phase, phase)
+            rate = result.get("enqueue_sync") if phase == "enqueue" else \
+                (result.get("drain1") or {}).get("rate")
+            parts += ["", f"## {what}" + (f" ({rate:,.0f} jobs/s while profiled)" if rate
+                                          else ""), "",
+                      profile_summary.summarize(Path(file))]
+        result["profile"] = "\n".join(parts)
     return result
+
+
+def unavailable(module: str | None) -> str | None:
+    """Why ``module`` (a backend still being written) cannot be used; None if it can."""
+    if not module:
+        return None
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if proc.returncode == 0:
+        return None
+    last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return f"{module} does not import: {last}"
 
 
 def kill_leftovers(workdir: Path) -> None:
@@ -320,6 +347,12 @@ def details(results: list[dict[str, Any]]) -> str:
         if busy:
             notes.append("other processes used " + ", ".join(
                 f"{v:.1f} cores during {k}" for k, v in busy.items()))
+        single = (r.get("enqueue_cpu") or {}).get("enqueue_sync")
+        if single and r["conveyor"]:
+            notes.append(f"sync enqueue CPU per job: caller {single['caller_us']:.0f} µs, "
+                         f"server {single['server_us']:.0f} µs")
+        if d1.get("context_switches_per_job") is not None and r["conveyor"]:
+            notes.append(f"worker context switches per job {d1['context_switches_per_job']:.1f}")
         dups = (d1.get("duplicates") or 0) + (d2.get("duplicates") or 0)
         if dups:
             notes.append(f"{dups} job(s) ran twice")
@@ -388,14 +421,16 @@ def main(argv: list[str] | None = None) -> int:
                              "is taken again (0.3)")
     parser.add_argument("--retries", type=int, default=2,
                         help="times a disturbed measurement is taken again (2)")
-    parser.add_argument("--quiet-wait", type=float, default=30.0,
+    parser.add_argument("--quiet-wait", type=float, default=15.0,
                         help="seconds to wait, before each system, for the machine to be "
-                             "idle (30)")
+                             "idle (15)")
     parser.add_argument("--nice", type=int, default=-10,
                         help="scheduling priority for the harness and the workers it starts, "
                              "to shield them from other load on the machine (-10; root only; "
                              "0 to leave it)")
     parser.add_argument("--profile", help="systems to profile with py-spy (1-worker drain)")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: sample only the thread holding the GIL")
     parser.add_argument("--readme", action="store_true",
                         help="rewrite README.md's results even for a partial run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -430,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for system in chosen:
-            if system.requires and not (ROOT / system.requires).exists():
-                log(f"== {system.name}: skipped ({system.requires} is not there yet)")
+            missing = unavailable(system.requires)
+            if missing:
+                log(f"== {system.name}: skipped ({missing})")
                 continue
             log(f"== {system.name}")
             clean_services()
@@ -440,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             log(f"   done in {result['seconds']}s: " + summary_line(result))
             if args.profile and result.get("profile"):
-                out = HERE / "profiles" / f"{system.name}.md"
+                suffix = "-gil" if args.profile_gil else ""
+                out = HERE / "profiles" / f"{system.name}{suffix}.md"
                 out.parent.mkdir(exist_ok=True)
                 out.write_text(result["profile"])
                 log(f"   profile summary: {out.relative_to(ROOT)}")

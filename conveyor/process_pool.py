@@ -67,6 +67,9 @@ def _child_main(app_path: str, url: str, conn: Connection, parent: int) -> None:
                      name="conveyor-orphan-watch").start()
     app = load_app(app_path)
     app.url = url
+    # open the backend before saying ready: opening it (connect, schema check) inside the
+    # first job counted toward that job's timeout
+    app.backend.check()
     conn.send(_READY)
     while True:
         try:

@@ -29,7 +29,7 @@ class System:
     engine: str
     #: a Conveyor row (compared against the peers of its engine)
     conveyor: bool = False
-    #: a file (relative to the repository) that must exist for the row to run
+    #: a module that must be importable for the row to run (a backend still being written)
     requires: str | None = None
 
 
@@ -37,13 +37,13 @@ _CONVEYOR = "benchmarks.systems.conveyor"
 
 SYSTEMS: list[System] = [
     System("conveyor-sqlite", _CONVEYOR, "sqlite", "sqlite", True,
-           "conveyor/backends/sqlite.py"),
+           "conveyor.backends.sqlite"),
     System("conveyor-sqlite-async", _CONVEYOR, "sqlite-async", "sqlite", True,
-           "conveyor/backends/sqlite.py"),
+           "conveyor.backends.sqlite"),
     System("huey-sqlite", "benchmarks.systems.huey", "sqlite", "sqlite"),
-    System("conveyor-redis", _CONVEYOR, "redis", "redis", True, "conveyor/backends/redis.py"),
+    System("conveyor-redis", _CONVEYOR, "redis", "redis", True, "conveyor.backends.redis"),
     System("conveyor-redis-async", _CONVEYOR, "redis-async", "redis", True,
-           "conveyor/backends/redis.py"),
+           "conveyor.backends.redis"),
     System("huey-redis", "benchmarks.systems.huey", "redis", "redis"),
     System("celery-redis", "benchmarks.systems.celery", "redis", "redis"),
     System("dramatiq-redis", "benchmarks.systems.dramatiq", "redis", "redis"),
@@ -52,7 +52,7 @@ SYSTEMS: list[System] = [
     System("saq-redis", "benchmarks.systems.saq", "redis", "redis"),
     System("taskiq-redis", "benchmarks.systems.taskiq", "redis", "redis"),
     System("conveyor-postgres", _CONVEYOR, "postgres", "postgres", True,
-           "conveyor/backends/postgres.py"),
+           "conveyor.backends.postgres"),
     System("procrastinate-postgres", "benchmarks.systems.procrastinate", "postgres",
            "postgres"),
     System("huey-postgres", "benchmarks.systems.huey", "postgres", "postgres"),

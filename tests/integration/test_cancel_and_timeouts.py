@@ -84,6 +84,18 @@ def test_a_process_pool_job_past_its_timeout_is_killed_and_retried_then_failed(
 
 @pytest.mark.slow
 @pytest.mark.timeout(40)
+def test_a_process_pool_timeout_does_not_count_the_time_a_new_child_takes_to_import_the_app(
+        procs: Procs, core: Any) -> None:
+    # every child takes 1.5 s to import the app; the job has a 1 s timeout and needs 0.1 s
+    worker = procs.start("worker", "--pool", "process", "-c", "1",
+                         env=procs.env(CORE_APP_IMPORT_DELAY="1.5"))
+    job = core.brief.enqueue()
+    assert job.result(timeout=20) != worker.pid  # ran, in a child
+    assert job.attempts == 1 and job.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(40)
 def test_cancelling_a_running_process_pool_job_terminates_it_after_the_cancel_grace(
         tmp_path: Path, procs: Procs, core: Any) -> None:
     procs.worker("--pool", "process", "-c", "1", "--cancel-grace", "0.5")

@@ -135,3 +135,43 @@ def test_a_process_pool_child_does_not_outlive_its_killed_worker(
     wait_until(lambda: not alive(child), 5, "the orphaned child to exit")
     assert read_lines(tmp_path / "finished.log") == []
     assert job.refresh().status == "running"  # until its lease runs out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_repeated_kill_9_of_busy_workers_loses_no_job_and_leaves_the_file_intact(
+        tmp_path: Path, url: str, procs: Procs, core: Any) -> None:
+    """Chaos: workers SIGKILLed again and again in the middle of claims, heartbeats and
+    batched finishes (any of them possibly inside a write transaction) while others run."""
+    jobs = core.tick.enqueue_many([((n,), {}) for n in range(800)])  # 20 ms each
+    steady = procs.worker("-c", "4")
+    for _ in range(4):
+        victim = procs.worker("-c", "8")
+        wait_until(lambda v=victim: any(f"-{v.pid}-" in w.id for w in core.app.workers()),
+                   15, "the victim to register")
+        time.sleep(0.3)
+        procs.kill(victim)
+        procs.wait(victim, 10)
+    wait_until(lambda: core.app.stats().get("default", {}).get("succeeded") == len(jobs), 60,
+               "every job to succeed", interval=0.2)
+    steady.send_signal(signal.SIGTERM)
+    assert procs.wait(steady, 15) == 0
+
+    ran = {line[0] for line in read_lines(tmp_path / "ran.log")}
+    assert ran == {job.id for job in jobs}  # each ran at least once: nothing was lost
+    for job in jobs:
+        job.refresh()
+        assert job.status == "succeeded"
+        # an attempt beyond the first is always explained by a lost worker
+        assert [e.reason for e in job.errors] == ["worker_lost"] * (job.attempts - 1)
+    recovered = sum(1 for job in jobs if job.attempts > 1)
+    assert recovered > 0, "no kill landed while a victim held jobs"
+    print(f"{recovered} job(s) recovered from killed workers")
+
+    import sqlite3
+
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()

@@ -29,11 +29,9 @@ psycopg = pytest.importorskip("psycopg")
 from psycopg.rows import dict_row  # noqa: E402
 from servers import PG_DSN, require_server  # noqa: E402
 
-from conveyor.backends.postgres import (  # noqa: E402
-    PostgresBackend,
-    _settings,
-    migrations,
-)
+from conveyor.backends.postgres import PostgresBackend  # noqa: E402
+from conveyor.backends.postgres.schema import migrations  # noqa: E402
+from conveyor.backends.postgres.settings import parse_settings  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 NOW = 1_800_000_000.0
@@ -91,16 +89,16 @@ def terminate(admin: Any, application_name: str, *, listening: bool | None = Non
 # -- options -------------------------------------------------------------------------------------
 
 def test_url_options_are_taken_out_of_the_dsn_and_the_rest_passes_through():
-    settings = _settings("postgresql://u:p%40ss@h:5433/db?schema=jobs&sslmode=disable"
-                         "&auto_migrate=true&pool_max_size=4", {"poll_interval": 0.5})
+    settings = parse_settings("postgresql://u:p%40ss@h:5433/db?schema=jobs&sslmode=disable"
+                              "&auto_migrate=true&pool_max_size=4", {"poll_interval": 0.5})
     assert settings.dsn == "postgresql://u:p%40ss@h:5433/db?sslmode=disable"
     assert (settings.schema, settings.auto_migrate, settings.pool_max_size,
             settings.poll_interval) == ("jobs", True, 4, 0.5)
-    assert _settings("postgres://h/db", {}).schema == "conveyor"
+    assert parse_settings("postgres://h/db", {}).schema == "conveyor"
     with pytest.raises(ConfigurationError):
-        _settings("postgresql://h/db?auto_migrate=maybe", {})
+        parse_settings("postgresql://h/db?auto_migrate=maybe", {})
     with pytest.raises(ConfigurationError):
-        _settings("postgresql://h/db", {"no_such_option": 1})
+        parse_settings("postgresql://h/db", {"no_such_option": 1})
 
 
 # -- migrations ----------------------------------------------------------------------------------
@@ -187,7 +185,7 @@ def test_the_schema_snapshot_equals_the_replayed_migrations(opened, admin, schem
         backend = PostgresBackend(f"{PG_DSN}?schema={replayed}")
         try:
             with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                applied = backend._apply_migrations(conn, snapshot=False)
+                applied = backend._migrator.apply(conn, snapshot=False)
         finally:
             backend.close()
         assert applied == [name for name, _ in migrations()]
@@ -302,7 +300,7 @@ def test_a_job_still_starts_within_the_poll_interval_when_the_listen_connection_
         def refuse() -> Any:
             raise psycopg.OperationalError("refused by the test")
 
-        backend._listen_connection = refuse  # type: ignore[method-assign]
+        backend._address.listen_connection = refuse  # type: ignore[method-assign]
         assert terminate(admin, schema, listening=True) == 1
         time.sleep(0.2)
         job = make("q")
@@ -312,8 +310,8 @@ def test_a_job_still_starts_within_the_poll_interval_when_the_listen_connection_
         assert claimed[job.id] - enqueued < 0.3 + 0.5
 
         # the listener reconnects by itself once it can, and wake-ups are immediate again
-        del backend._listen_connection
-        _wait_for(lambda: backend._get_listener(0).work_state(["q"])[1], 5.0)
+        del backend._address.listen_connection
+        _wait_for(lambda: backend._wakeups.listener(0).work_state(["q"])[1], 5.0)
         job = make("q")
         enqueued = time.monotonic()
         backend.enqueue([job])

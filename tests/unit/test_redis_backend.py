@@ -134,21 +134,21 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
 def test_url_parsing_takes_db_password_tls_and_prefix() -> None:
     # nothing connects until the first call, so no server is needed here
     plain = RedisBackend("redis://:s3cret@cache.internal:6380/9?prefix=app1")
-    kwargs = plain._pool.connection_kwargs
+    kwargs = plain._client.pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.internal", 6380, 9)
     assert kwargs["password"] == "s3cret" and plain.prefix == "app1"
-    assert "prefix" not in kwargs and "s3cret" not in plain._where
+    assert "prefix" not in kwargs and "s3cret" not in plain._client.where
 
     tls = open_backend("rediss://user:pw@redis.example:6390/3", prefix="other")
     assert isinstance(tls, RedisBackend)
-    tls_kwargs = tls._pool.connection_kwargs
-    assert tls._pool.connection_class is redis.SSLConnection
+    tls_kwargs = tls._client.pool.connection_kwargs
+    assert tls._client.pool.connection_class is redis.SSLConnection
     assert (tls_kwargs["username"], tls_kwargs["password"], tls_kwargs["db"]) == ("user", "pw", 3)
     assert tls.prefix == "other"
 
     default = RedisBackend("redis://localhost")
-    assert default.prefix == "conveyor" and default._pool.connection_kwargs.get("db", 0) == 0
-    assert default._pool.connection_kwargs["socket_timeout"] == 5.0
+    assert default.prefix == "conveyor" and default._client.pool.connection_kwargs.get("db", 0) == 0
+    assert default._client.pool.connection_kwargs["socket_timeout"] == 5.0
     with pytest.raises(ConfigurationError):
         RedisBackend("memory://")
 
@@ -232,10 +232,10 @@ def test_survives_a_redis_restart(tmp_path: Path, caplog: pytest.LogCaptureFixtu
 
 def test_a_retried_enqueue_returns_its_own_first_write(backend: RedisBackend) -> None:
     # the script ran but the reply was lost: the retry must not report a duplicate id
-    from conveyor.backends.redis import _encode_job
+    from conveyor.backends.redis.codec import encode_job
 
     job = make(key="once")
-    tail = ["1", *_encode_job(job)]
+    tail = ["1", *encode_job(job)]
     assert backend._enqueue_op(tail)(False) == [0]
     [row] = backend._enqueue_op(tail)(True)
     assert row[0] == job.id

@@ -73,7 +73,7 @@ def test_schedules_remove_deletes_a_runtime_schedule_and_refuses_a_declared_one(
 
 def test_an_unknown_schedule_id_is_an_error(app_path, capsys):
     code, _, err = run(app_path, capsys, "schedules", "pause", "nope")
-    assert code == 2 and "no schedule with id 'nope'" in err
+    assert code == 1 and "no schedule with id 'nope'" in err
     code, _, err = run(app_path, capsys, "schedules", "trigger")
     assert code == 2 and "needs a schedule id" in err
 

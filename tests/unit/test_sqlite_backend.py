@@ -19,8 +19,10 @@ import pytest
 from conveyor.backends import open_backend
 from conveyor.backends.base import AttemptError, Backend, JobFilter, JobRecord, Outcome
 from conveyor.backends.memory import MemoryBackend
-from conveyor.backends.sqlite import _CLAIM, SQLiteBackend, _FileState
-from conveyor.backends.sqlite_schema import JOB_COLUMNS, MIGRATIONS, SCHEMA_VERSION
+from conveyor.backends.sqlite import SQLiteBackend
+from conveyor.backends.sqlite.connections import FileState
+from conveyor.backends.sqlite.queries import CLAIM
+from conveyor.backends.sqlite.schema import JOB_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 from conveyor.errors import BackendError, BackendUnavailable, ConfigurationError, SchemaOutdated
 from conveyor.ids import new_job_id
 
@@ -50,7 +52,7 @@ def like_another_process(url: str) -> SQLiteBackend:
     """An instance that shares nothing in memory with the others of this test: no writer lock,
     no wake-up condition — only the file, exactly as a second process would."""
     store = SQLiteBackend(url)
-    store._state = _FileState()
+    store._connections.state = FileState()
     return store
 
 
@@ -124,7 +126,7 @@ def test_options_can_come_from_the_url(url: str) -> None:
     store = SQLiteBackend(url + "?busy_timeout=2.5&synchronous=full")
     try:
         assert (store.busy_timeout, store.synchronous) == (2.5, "FULL")
-        assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store._connections.conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     finally:
         store.close()
 
@@ -193,9 +195,9 @@ def test_processes_opening_a_new_file_together_migrate_it_once(url: str) -> None
 
 def test_hot_queries_read_their_index_instead_of_scanning_the_table(
         backend: SQLiteBackend) -> None:
-    conn = backend._conn()
+    conn = backend._connections.conn()
     plan = " | ".join(row[3] for row in conn.execute(
-        "EXPLAIN QUERY PLAN " + _CLAIM, (NOW, "w", NOW, "{}", "default", 10)))
+        "EXPLAIN QUERY PLAN " + CLAIM, (NOW, "w", NOW, "{}", "default", 10)))
     assert "jobs_claim_queued" in plan and "jobs_claim_scheduled" in plan
     assert "SCAN jobs" not in plan
 
@@ -229,14 +231,14 @@ def test_two_instances_on_one_file_never_claim_the_same_job(url: str) -> None:
 
 def test_the_watcher_sees_commits_made_through_the_instances_own_connections(
         backend: SQLiteBackend) -> None:
-    backend._poll()
-    before = backend._seen_version
+    backend._waiter.poll()
+    before = backend._waiter.seen_version
     writer = threading.Thread(target=backend.enqueue, args=([make()],))
     writer.start()
     writer.join()
     backend.enqueue([make()])
-    backend._poll()
-    assert backend._seen_version != before
+    backend._waiter.poll()
+    assert backend._waiter.seen_version != before
 
 
 def test_many_waiting_threads_share_one_poller_and_all_wake(url: str) -> None:
@@ -331,13 +333,13 @@ def test_a_job_survives_a_sigkill_right_after_enqueue_returns(url: str) -> None:
 def test_a_forked_child_opens_its_own_connections_and_the_parent_keeps_working(
         backend: SQLiteBackend) -> None:
     backend.enqueue([make()])
-    inherited = [conn for _, conn in backend._conns]
+    inherited = [conn for _, conn in backend._connections.opened]
     pid = os.fork()
     if pid == 0:  # the child: report through the exit code only, never return into pytest
         code = 1
         try:
             backend.enqueue([make()])
-            fresh = [conn for _, conn in backend._conns]
+            fresh = [conn for _, conn in backend._connections.opened]
             code = 0 if fresh and not set(fresh) & set(inherited) else 2
         finally:
             os._exit(code)
@@ -388,7 +390,7 @@ def test_close_closes_every_connection_the_instance_opened(url: str) -> None:
         thread.start()
     try:
         opened.wait(timeout=5)
-        connections = [conn for _, conn in store._conns] + [store._watch_conn]
+        connections = [conn for _, conn in store._connections.opened] + [store._waiter.watch_conn]
         assert len(connections) == 1 + 3 + 1
         store.close()
     finally:
@@ -410,13 +412,14 @@ def test_connections_of_finished_threads_are_closed_when_a_new_thread_connects(
     first = threading.Thread(target=use)
     first.start()
     first.join()
-    [(_, left_behind)] = [(ref, conn) for ref, conn in backend._conns if ref() is first]
+    [(_, left_behind)] = [(ref, conn) for ref, conn in backend._connections.opened
+                          if ref() is first]
     second = threading.Thread(target=use)
     second.start()
     second.join()
     with pytest.raises(sqlite3.ProgrammingError):
         left_behind.execute("SELECT 1")
-    assert len(backend._conns) == 2  # this thread's and the second thread's
+    assert len(backend._connections.opened) == 2  # this thread's and the second thread's
 
 
 # -- agreement with the reference ------------------------------------------------------------------

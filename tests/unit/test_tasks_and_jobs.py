@@ -332,7 +332,8 @@ def test_the_public_names_are_exactly_these():
     public = {name for name in dir(conveyor) if not name.startswith("_")} - {
         "app", "backends", "context", "errors", "ids", "job", "middleware", "serialize",
         "signature", "task", "worker", "testing", "process_pool", "embedded", "cli",
-        "scheduler", "triggers", "web", "metrics", "otel", "demo", "scheduler_cli"}
+        "scheduler", "schedules", "triggers", "web", "metrics", "otel", "demo",
+        "scheduler_cli"}
     assert public == set(conveyor.__all__) - {"__version__"}
 
 

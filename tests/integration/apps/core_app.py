@@ -17,6 +17,9 @@ from conveyor import Conveyor, current_job
 # a short lease, so a killed worker's job is recovered within seconds
 app = Conveyor(lease=float(os.environ.get("CORE_APP_LEASE", "2")))
 
+# an app that takes seconds to import (Django, torch, ...), as a process pool's child sees it
+time.sleep(float(os.environ.get("CORE_APP_IMPORT_DELAY", "0")))
+
 
 def out_dir() -> Path:
     return Path(os.environ.get("CORE_APP_OUT", "."))
@@ -38,6 +41,14 @@ def mark(name: str) -> None:
 @app.task(name="record")
 def record(n: int) -> int:
     """Append this job's id to ran.log: the evidence that it ran (and how many times)."""
+    append("ran.log", f"{current_job().id} {n} {os.getpid()}")
+    return n
+
+
+@app.task(name="tick", retries=5)
+def tick(n: int) -> int:
+    """A short job (20 ms) that leaves proof of each run: work for a worker to die in."""
+    time.sleep(0.02)
     append("ran.log", f"{current_job().id} {n} {os.getpid()}")
     return n
 
@@ -81,6 +92,13 @@ def stubborn(seconds: float) -> str:
     time.sleep(seconds)
     mark("finished.log")
     return "overslept"
+
+
+@app.task(name="brief", timeout=1)
+def brief() -> int:
+    """Well within its 1s timeout."""
+    time.sleep(0.1)
+    return os.getpid()
 
 
 @app.task(name="hang")

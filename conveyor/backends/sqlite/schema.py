@@ -1,4 +1,4 @@
-"""The SQLite schema, as an ordered list of migrations.
+"""The SQLite schema, as an ordered list of migrations, and applying them.
 
 ``PRAGMA user_version`` holds how many migrations a database file has had: migration ``n`` (1-based)
 moves it from ``n - 1`` to ``n``. DDL is transactional in SQLite, so each migration and the version
@@ -25,6 +25,12 @@ Index design (every index costs on the hot insert path, so each one earns its pl
 """
 
 from __future__ import annotations
+
+import sqlite3
+import time
+
+from ...errors import BackendUnavailable, ConfigurationError, SchemaOutdated
+from .connections import Connections, wrap
 
 #: the columns of ``jobs``, in :class:`~conveyor.backends.base.JobRecord` field order
 JOB_COLUMNS: tuple[str, ...] = (
@@ -119,3 +125,68 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
 
 #: the schema version this code writes and expects
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _newer_schema(path: str, version: int) -> SchemaOutdated:
+    return SchemaOutdated(
+        f"the database {path!r} has schema version {version}, newer than this Conveyor "
+        f"knows ({SCHEMA_VERSION}): upgrade Conveyor, or point it at another file",
+        version=version, expected=SCHEMA_VERSION)
+
+
+def migrate(connections: Connections, check_only: bool) -> list[str]:
+    """Apply the pending migrations (``check_only``: only name them); their names."""
+    try:
+        current = _version(connections.conn())
+    except sqlite3.Error as exc:
+        raise wrap(exc, "read the schema version") from exc
+    if current > SCHEMA_VERSION:
+        raise _newer_schema(connections.path, current)
+    if current == SCHEMA_VERSION or check_only:
+        return [name for name, _ in MIGRATIONS[current:]]
+    return connections.write("migrate the schema",
+                             lambda conn: _apply(conn, connections.path))
+
+
+def _apply(conn: sqlite3.Connection, path: str) -> list[str]:
+    # read again under the write lock: another process may have migrated meanwhile
+    start = _version(conn)
+    if start > SCHEMA_VERSION:
+        raise _newer_schema(path, start)
+    applied = []
+    for version, (name, statements) in enumerate(MIGRATIONS[start:], start + 1):
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO conveyor_schema (version, name, applied_at)"
+                     " VALUES (?, ?, ?)", (version, name, time.time()))
+        # PRAGMA takes no parameters; version is an int from enumerate
+        conn.execute(f"PRAGMA user_version = {int(version)}")
+        applied.append(name)
+    return applied
+
+
+def check(connections: Connections) -> None:
+    """Raise unless the file is usable and its schema is the one this code expects."""
+    path = connections.path
+    try:
+        conn = connections.conn()
+        version = _version(conn)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        raise BackendUnavailable(f"SQLite database {path!r} is not usable: {exc}"
+                                 ) from exc
+    except ConfigurationError as exc:
+        raise BackendUnavailable(str(exc)) from exc
+    if version > SCHEMA_VERSION:
+        raise _newer_schema(path, version)
+    if version < SCHEMA_VERSION:
+        pending = ", ".join(name for name, _ in MIGRATIONS[version:])
+        raise SchemaOutdated(
+            f"the database {path!r} has schema version {version}, this Conveyor needs "
+            f"{SCHEMA_VERSION}: run `conveyor migrate` (pending: {pending})",
+            version=version, expected=SCHEMA_VERSION)

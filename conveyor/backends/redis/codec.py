@@ -1,0 +1,88 @@
+"""Job records to the strings the Redis scripts store, and back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..base import AttemptError, JobRecord, Transition
+
+dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def num(value: float) -> str:
+    """Exact text of a float (``repr`` round-trips; Redis and Lua parse it)."""
+    return repr(float(value))
+
+
+def opt_float(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def opt_num(value: float | None) -> str | None:
+    return None if value is None else num(value)
+
+
+def encode_job(job: JobRecord) -> list[str]:
+    """The enqueue script's arguments for one job: a presence mask, then one value per field
+    in ``FIELDS`` order (positional: half the arguments of name/value pairs).
+
+    Fields holding their default (no errors, history or headers, progress 0, no cancel
+    request) are left out of the hash: at ~75 bytes per hash field that is 10% of a job.
+    """
+    values = [
+        job.id, job.task, job.queue, job.args, job.kwargs, str(int(job.priority)), job.status,
+        num(job.run_at), num(job.created_at), str(int(job.attempts)),
+        str(int(job.max_attempts)), opt_num(job.timeout), opt_num(job.result_ttl), job.key,
+        opt_num(job.started_at), opt_num(job.finished_at), job.worker_id,
+        opt_num(job.lease_expires_at), num(job.progress) if job.progress else None,
+        job.progress_message, job.result, opt_num(job.result_expires_at),
+        "1" if job.cancel_requested else None,
+        dumps([vars(e) for e in job.errors]) if job.errors else None,
+        (dumps([{"status": t.status, "at": t.at} for t in job.history])
+         if job.history else None),
+        dumps(job.headers) if job.headers else None,
+        str(int(job.version)),
+    ]
+    mask = "".join("0" if v is None else "1" for v in values)
+    return [mask, *("" if v is None else v for v in values)]
+
+
+def decode_row(v: list[Any]) -> JobRecord:
+    """A job from its HMGET row (``FIELDS`` order; None where a field is absent)."""
+    (id_, task, queue, args, kwargs, priority, status, run_at, created_at, attempts,
+     max_attempts, timeout, result_ttl, key, started_at, finished_at, worker_id,
+     lease_expires_at, progress, progress_message, result, result_expires_at, cancel_requested,
+     errors, history, headers, version) = v
+    return JobRecord(
+        id=id_, task=task, queue=queue, args=args, kwargs=kwargs, priority=int(priority),
+        status=status, run_at=float(run_at), created_at=float(created_at),
+        attempts=int(attempts), max_attempts=int(max_attempts), timeout=opt_float(timeout),
+        result_ttl=opt_float(result_ttl), key=key, started_at=opt_float(started_at),
+        finished_at=opt_float(finished_at), worker_id=worker_id,
+        lease_expires_at=opt_float(lease_expires_at),
+        progress=float(progress) if progress else 0.0, progress_message=progress_message,
+        result=result, result_expires_at=opt_float(result_expires_at),
+        cancel_requested=cancel_requested == "1",
+        errors=[AttemptError(**e) for e in json.loads(errors)] if errors else [],
+        history=[Transition(**t) for t in json.loads(history)] if history else [],
+        headers=json.loads(headers) if headers else {}, version=int(version),
+    )
+
+
+def maybe_row(v: list[Any]) -> JobRecord | None:
+    return None if v[0] is None else decode_row(v)
+
+
+def copy_job(job: JobRecord) -> JobRecord:
+    # dataclasses.replace re-runs __init__ and cost 17 µs, as much as the rest of enqueue
+    clone = object.__new__(JobRecord)
+    clone.__dict__.update(job.__dict__)
+    clone.errors, clone.history = list(job.errors), list(job.history)
+    clone.headers = dict(job.headers)
+    return clone
+
+
+def opt_text(value: str | None) -> str:
+    """None travels as '' and a value as '=' + value, so '' itself stays representable."""
+    return "" if value is None else "=" + value

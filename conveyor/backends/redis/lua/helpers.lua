@@ -1,0 +1,224 @@
+-- Helpers shared by the scripts. scripts.py splits this file into blocks at the "-- @block"
+-- lines and gives each script only the blocks it references, directly or through other
+-- blocks: defining every closure on each call cost ~5 us, as much as the whole of a small
+-- script. A block may use the blocks above it; the first (the prefix) goes to every script.
+-- @NAME@ placeholders are filled in by scripts.py (@I_field@: the field's position in FIELDS).
+
+-- @block prefix
+local P = ARGV[1]
+
+-- @block fields
+local FIELDS = {@FIELDS@}
+
+-- @block live
+local LIVE = {scheduled = true, queued = true, running = true}
+
+-- @block finished
+local FINISHED = {succeeded = true, failed = true, cancelled = true}
+
+-- @block statuses
+local STATUSES = {'scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled'}
+
+-- @block jkey
+local function jkey(id) return P .. 'job:' .. id end
+
+-- @block fmt
+local function fmt(x) return string.format('%.17g', x) end
+
+-- @block rmember
+-- ready members sort by (run_at, id) inside one priority score: a fixed-width run_at prefix
+-- makes lexicographic order numeric. The id starts at byte 21.
+local function rmember(run_at, id)
+  local r = tonumber(run_at) or 0
+  if r < 0 then r = 0 elseif r > 9e12 then r = 9e12 end
+  return string.format('%020.6f', r) .. id
+end
+
+-- @block append
+-- history and errors are JSON arrays kept as text: appending is string surgery, so Lua
+-- never decodes (and re-encodes, with cjson's 14-digit numbers) what Python wrote
+local function append(arr, item)
+  if not arr or arr == '' or arr == '[]' then return '[' .. item .. ']' end
+  return string.sub(arr, 1, -2) .. ',' .. item .. ']'
+end
+
+-- @block transition
+local function transition(status, now)
+  return '{"status":"' .. status .. '","at":' .. now .. '}'
+end
+
+-- @block row
+local function row(jk) return redis.call('HMGET', jk, unpack(FIELDS)) end
+
+-- @block hmap
+local function hmap(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+
+-- @block save
+-- write the named fields of m; a nil field is deleted (absent means None)
+local function save(jk, m, names)
+  local sets, dels = {}, {}
+  for _, k in ipairs(names) do
+    local v = m[k]
+    if v == nil then dels[#dels + 1] = k else sets[#sets + 1] = k; sets[#sets + 1] = v end
+  end
+  if #sets > 0 then redis.call('HSET', jk, unpack(sets)) end
+  if #dels > 0 then redis.call('HDEL', jk, unpack(dels)) end
+end
+
+-- @block index_writes
+local zadds, zrems, sadds, wakes = {}, {}, {}, {}
+local function zadd(key, score, member)
+  local t = zadds[key]
+  if not t then t = {}; zadds[key] = t end
+  t[#t + 1] = score; t[#t + 1] = member
+end
+local function zrem(key, member)
+  local t = zrems[key]
+  if not t then t = {}; zrems[key] = t end
+  t[#t + 1] = member
+end
+local function wake(q) wakes[q] = (wakes[q] or 0) + 1 end
+local function flush()
+  for key, t in pairs(zrems) do
+    for i = 1, #t, 1000 do
+      redis.call('ZREM', key, unpack(t, i, math.min(i + 999, #t)))
+    end
+  end
+  for key, t in pairs(zadds) do
+    for i = 1, #t, 2000 do
+      redis.call('ZADD', key, unpack(t, i, math.min(i + 1999, #t)))
+    end
+  end
+  local qs = {}
+  for q in pairs(sadds) do qs[#qs + 1] = q end
+  if #qs > 0 then redis.call('SADD', P .. 'queues', unpack(qs)) end
+  for q, n in pairs(wakes) do
+    local k = P .. 'wake:' .. q
+    local tokens = {}
+    for i = 1, math.min(n, @WAKE_CAP@) do tokens[i] = '1' end
+    if redis.call('LPUSH', k, unpack(tokens)) > @WAKE_CAP@ then
+      redis.call('LTRIM', k, 0, @WAKE_CAP@ - 1)
+    end
+  end
+  zadds, zrems, sadds, wakes = {}, {}, {}, {}
+end
+
+-- @block move
+local function move(id, q, old, new)
+  zrem(P .. 'idx:qs:' .. q .. ':' .. old, id)
+  zadd(P .. 'idx:qs:' .. q .. ':' .. new, 0, id)
+end
+
+-- @block notify
+-- wait_for_change waiters register a private list in watch:<id>; every change pushes a token
+-- to each. The 'watching' marker (alive while any waiter is) spares the per-job SMEMBERS in
+-- the hot path when nobody waits.
+local watching = nil
+local function notify(id)
+  if watching == nil then watching = redis.call('EXISTS', P .. 'watching') == 1 end
+  if not watching then return end
+  local wk = P .. 'watch:' .. id
+  local lists = redis.call('SMEMBERS', wk)
+  if #lists > 0 then
+    for i = 1, #lists do
+      redis.call('LPUSH', lists[i], '1')
+      redis.call('PEXPIRE', lists[i], 60000)
+    end
+    redis.call('DEL', wk)
+  end
+end
+
+-- @block live_key_owner
+local function live_key_owner(key)
+  local other = redis.call('GET', P .. 'key:' .. key)
+  if other then
+    local st = redis.call('HGET', jkey(other), 'status')
+    if st and LIVE[st] then return other end
+  end
+  return nil
+end
+
+-- @block enqueue_jobs
+-- jobs from ARGV[pos] = n, then per job a presence mask ('1'/'0' per FIELDS entry) and one
+-- value per field ('' when absent). Returns the reply (0 = stored, or the row of the live
+-- job holding the key) or nil and an error message, having written nothing.
+local function enqueue_jobs(pos, retrying)
+  local n = tonumber(ARGV[pos])
+  pos = pos + 1
+  local jobs, seen = {}, {}
+  for j = 1, n do
+    local s = {at = pos, mask = ARGV[pos], id = ARGV[pos + @I_id@],
+               queue = ARGV[pos + @I_queue@], status = ARGV[pos + @I_status@]}
+    if string.byte(s.mask, @I_key@) == 49 then s.key = ARGV[pos + @I_key@] end
+    pos = pos + 1 + #FIELDS
+    jobs[j] = s
+    if seen[s.id] then return nil, 'job id ' .. s.id .. ' appears twice in one batch' end
+    seen[s.id] = true
+    if not retrying and redis.call('EXISTS', jkey(s.id)) == 1
+        and not (s.key and live_key_owner(s.key)) then
+      return nil, 'a job with id ' .. s.id .. ' already exists'
+    end
+  end
+  local reply = {}
+  for j = 1, n do
+    local s = jobs[j]
+    local id, q, st, at = s.id, s.queue, s.status, s.at
+    local jk = jkey(id)
+    local owner = s.key and live_key_owner(s.key)
+    if owner then
+      reply[j] = row(jkey(owner))
+    elseif retrying and redis.call('EXISTS', jk) == 1 then
+      -- our first attempt stored it before the connection broke
+      reply[j] = row(jk)
+    else
+      local pairs_, mask = {}, s.mask
+      for i = 1, #FIELDS do
+        if string.byte(mask, i) == 49 then
+          pairs_[#pairs_ + 1] = FIELDS[i]
+          pairs_[#pairs_ + 1] = ARGV[at + i]
+        end
+      end
+      redis.call('HSET', jk, unpack(pairs_))
+      if s.key then redis.call('SET', P .. 'key:' .. s.key, id) end
+      zadd(P .. 'idx:qs:' .. q .. ':' .. st, 0, id)
+      zadd(P .. 'idx:task:' .. ARGV[at + @I_task@], 0, id)
+      sadds[q] = true
+      if st == 'queued' then
+        zadd(P .. 'ready:' .. q, -tonumber(ARGV[at + @I_priority@]),
+             rmember(ARGV[at + @I_run_at@], id))
+        wake(q)
+      elseif st == 'scheduled' then
+        zadd(P .. 'sched:' .. q, ARGV[at + @I_run_at@], id)
+        wake(q)
+      end
+      reply[j] = 0
+    end
+  end
+  return reply
+end
+
+-- @block remove
+-- remove every trace of a job; false when it does not exist
+local function remove(id)
+  local jk = jkey(id)
+  local f = redis.call('HMGET', jk, 'status', 'queue', 'task', 'key', 'run_at')
+  if not f[1] then return false end
+  local st, q = f[1], f[2]
+  redis.call('DEL', jk)
+  zrem(P .. 'idx:qs:' .. q .. ':' .. st, id)
+  zrem(P .. 'idx:task:' .. f[3], id)
+  zrem(P .. 'ready:' .. q, rmember(f[5], id))
+  zrem(P .. 'sched:' .. q, id)
+  zrem(P .. 'running', id)
+  zrem(P .. 'expires', id)
+  if f[4] then
+    local kk = P .. 'key:' .. f[4]
+    if redis.call('GET', kk) == id then redis.call('DEL', kk) end
+  end
+  notify(id)
+  return true
+end
