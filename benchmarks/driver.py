@@ -328,6 +328,19 @@ class Driver:
             return self._timed(len(ids), started, load)
         return self._sync(loop)
 
+    def enqueue_transactional(self, ids: range) -> dict[str, Any]:
+        """Each job enqueued inside a transaction of the caller's own connection."""
+        enqueue = self.mod.enqueue_tx
+        self.mod.tx_start()
+        try:
+            load = Load(self._own_cpu, self.system.engine)
+            started = time.perf_counter()
+            for i in ids:
+                enqueue(i)
+            return self._timed(len(ids), started, load)
+        finally:
+            self.mod.tx_stop()
+
     def enqueue_single(self, ids: range) -> dict[str, Any]:
         if self._has("enqueue"):
             return dict(self.enqueue_single_sync(ids), kind="enqueue_sync")
@@ -626,6 +639,11 @@ class Driver:
             res["enqueue_async"] = out["rate"] if out else None
             self._keep_cpu("enqueue_async", out)
 
+        if "tx" in phases and self._has("enqueue_tx"):
+            out = self.measure("enqueue transactional", fresh(self.enqueue_transactional))
+            res["enqueue_tx"] = out["rate"] if out else None
+            self._keep_cpu("enqueue_tx", out)
+
         if "latency" in phases:
             def latency(k: int) -> dict[str, Any]:
                 mod.reset()
@@ -652,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-gap", type=float, default=0.005)
     parser.add_argument("--timeout", type=float, default=90.0,
                         help="seconds any one phase may take")
-    parser.add_argument("--phases", default="single,drain1,batch,drain2,async,latency")
+    parser.add_argument("--phases", default="single,drain1,batch,drain2,async,tx,latency")
     parser.add_argument("--busy", type=float, default=0.3,
                         help="cores other processes may use during a measurement before it "
                              "is taken again (0.3)")

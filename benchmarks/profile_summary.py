@@ -20,6 +20,28 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*?)(?::(?P<line>\d+))?\)$")
 _BOOT = ("Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "_worker (concurrent")
 
 
+#: where a sample's own frame is, by the first pattern its file matches
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("JSON (json module)", ("json/",)),
+    ("Redis client (redis-py, hiredis)", ("site-packages/redis/", "site-packages/hiredis")),
+    ("PostgreSQL client (psycopg, pool)", ("site-packages/psycopg",)),
+    ("storage code of the backend (incl. time in sqlite3 calls)", ("conveyor/backends/",)),
+    ("threads, locks, queues, futures", ("threading.py", "queue.py", "concurrent/futures")),
+    ("asyncio", ("asyncio/",)),
+    ("the no-op job and its mark", ("benchmarks/",)),
+    ("the rest of Conveyor (worker, app, task, job, serialize)", ("conveyor/",)),
+]
+
+
+def category(frame: str) -> str:
+    match = _FRAME.match(frame)
+    file = match.group("file") if match else frame
+    for name, patterns in CATEGORIES:
+        if any(p in file for p in patterns):
+            return name
+    return "other"
+
+
 def _thread_name(name: str) -> str:
     name = name.strip()
     name = re.sub(r"-[0-9a-zA-Z.]+-\d+-[0-9a-z]{6}", "", name)  # conveyor-<host>-<pid>-<id>
@@ -66,6 +88,7 @@ def summarize(path: Path, top: int = 25) -> str:
         return "(no samples)\n"
     threads: Counter[str] = Counter()
     own: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     lines: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     for thread, frames, count in samples:
@@ -73,6 +96,7 @@ def summarize(path: Path, top: int = 25) -> str:
         if frames:
             own[_short(frames[-1])] += count
             lines[_short(frames[-1], line=True)] += count
+            kinds[category(frames[-1])] += count
         seen = set()
         for frame in frames:
             short = _short(frame)
@@ -83,6 +107,8 @@ def summarize(path: Path, top: int = 25) -> str:
     out = [f"{total} samples of active (non-idle) threads; % of all samples.", "",
            "| thread | share |", "|---|---:|"]
     out += [f"| {name} | {n / total:.1%} |" for name, n in threads.most_common()]
+    out += ["", "Where the samples' own frame is:", "", "| category | own |", "|---|---:|"]
+    out += [f"| {name} | {n / total:.1%} |" for name, n in kinds.most_common()]
     out += ["", f"Top {top} functions by own samples:", "", "| function | own |", "|---|---:|"]
     out += [f"| `{name}` | {n / total:.1%} |" for name, n in own.most_common(top)]
     out += ["", f"Top {top} lines by own samples:", "", "| line | own |", "|---|---:|"]

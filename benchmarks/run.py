@@ -347,6 +347,9 @@ def details(results: list[dict[str, Any]]) -> str:
         if busy:
             notes.append("other processes used " + ", ".join(
                 f"{v:.1f} cores during {k}" for k, v in busy.items()))
+        if r.get("enqueue_tx"):
+            notes.append(f"transactional enqueue (one caller transaction per job) "
+                         f"{r['enqueue_tx']:,.0f}/s")
         single = (r.get("enqueue_cpu") or {}).get("enqueue_sync")
         if single and r["conveyor"]:
             notes.append(f"sync enqueue CPU per job: caller {single['caller_us']:.0f} µs, "

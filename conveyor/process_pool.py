@@ -82,6 +82,10 @@ def _child_main(app_path: str, url: str, conn: Connection, parent: int) -> None:
         conn.send(_run_here(app, record))
 
 
+class ChildProcessDied(Exception):
+    """The process running a job exited before it replied (killed, crashed, ``os._exit``)."""
+
+
 #: a new child's first message: the app is imported, jobs may come
 _READY = ("ready",)
 
@@ -201,17 +205,17 @@ class ProcessPool:
                     deadline = send()
                 elif reply is not None:
                     return self._outcome(worker, running, task, reply)
+            # through _from_exception, like a thread job's failure: on_retry/on_failure are
+            # called and the failure is logged (both were skipped for a killed child)
             if not child.process.is_alive():
                 self._discard(child)
-                return worker._failed(running, "ChildProcessDied",
-                                      f"the job's process exited with code "
-                                      f"{child.process.exitcode}", "", task=task)
+                return worker._from_exception(running, task, ChildProcessDied(
+                    f"the job's process exited with code {child.process.exitcode}"))
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self._discard(child)
-                return worker._failed(running, "JobTimeout", f"job ran past its timeout of "
-                                      f"{record.timeout}s; its process was killed", "",
-                                      reason="timeout", task=task)
+                return worker._from_exception(running, task, JobTimeout(
+                    f"job ran past its timeout of {record.timeout}s; its process was killed"))
             if running.context.cancel_requested or running.context.lost:
                 cancel_seen = cancel_seen or now
                 if now - cancel_seen >= worker.cancel_grace:

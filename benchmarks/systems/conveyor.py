@@ -72,6 +72,25 @@ def enqueue_batch(ids: range) -> None:
     TASK.enqueue_many([((i,), {}) for i in ids])
 
 
+if ENGINE == "postgres":
+    import psycopg
+
+    _caller: psycopg.Connection | None = None
+
+    def tx_start() -> None:
+        global _caller
+        _caller = psycopg.connect(URLS["postgres"], autocommit=True)
+
+    def tx_stop() -> None:
+        if _caller is not None:
+            _caller.close()
+
+    def enqueue_tx(i: int) -> None:
+        """One transaction of the caller's own per job: the job is written in it."""
+        with _caller.transaction():
+            TASK.options(connection=_caller).enqueue(i)
+
+
 def done_latencies(handles) -> list[float]:
     """enqueue→finished from the job records (created_at → finished_at), in ms."""
     out = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 from procrastinate import App, PsycopgConnector
 
 from benchmarks.common import bin_path, mark, pg_url, recreate_pg_database
@@ -41,6 +42,27 @@ async def astart() -> None:
 
 async def astop() -> None:
     await app.close_async()
+
+
+_caller: psycopg.Connection | None = None
+
+
+def tx_start() -> None:
+    global _caller
+    app.open()
+    _caller = psycopg.connect(pg_url("bench_procrastinate"), autocommit=True)
+
+
+def tx_stop() -> None:
+    if _caller is not None:
+        _caller.close()
+    app.close()
+
+
+def enqueue_tx(i: int) -> None:
+    """One transaction of the caller's own per job: the job is written in it."""
+    with _caller.transaction():
+        noop.configure(connection=_caller).defer(i=i)
 
 
 def enqueue(i: int) -> None:

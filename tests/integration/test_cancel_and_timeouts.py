@@ -73,6 +73,9 @@ def test_a_process_pool_job_past_its_timeout_is_killed_and_retried_then_failed(
     assert [(e.attempt, e.type, e.reason) for e in job.errors] == \
         [(1, "JobTimeout", "timeout"), (2, "JobTimeout", "timeout")]
     assert "killed" in job.errors[0].message
+    # the task's callbacks ran in the worker, as for any other failure
+    assert read_lines(tmp_path / "callbacks.log") == [["retry", "JobTimeout"],
+                                                       ["failure", "JobTimeout"]]
     # each attempt ran in its own child, and each child was killed
     pids = [int(line[0]) for line in read_lines(tmp_path / "pids.log")]
     assert len(pids) == 2 and pids[0] != pids[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conveyor import Conveyor, current_job
@@ -84,7 +85,16 @@ def cooperative(seconds: float) -> str:
     return "done"
 
 
-@app.task(name="stubborn", timeout=1)
+def note_callback(kind: str) -> Callable[[object, BaseException], None]:
+    """A task callback that leaves a line in callbacks.log (it runs in the worker)."""
+
+    def callback(job: object, exc: BaseException) -> None:
+        append("callbacks.log", f"{kind} {type(exc).__name__}")
+    return callback
+
+
+@app.task(name="stubborn", timeout=1, on_retry=note_callback("retry"),
+          on_failure=note_callback("failure"))
 def stubborn(seconds: float) -> str:
     """Sleeps past its 1s timeout without ever checking in (process pool: it gets killed)."""
     append("pids.log", str(os.getpid()))
