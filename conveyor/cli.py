@@ -84,6 +84,10 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cancel-grace", type=float, default=env_default("cancel_grace", "5"),
                         help="seconds a cancelled or lease-lost process-pool job gets before "
                              "its process is killed (default 5)")
+    parser.add_argument("--prefetch", type=int, default=env_default("prefetch", None),
+                        help="jobs claimed ahead of free slots (default: as many as -c); "
+                             "they hold leases, and count an attempt if the worker is killed "
+                             "before starting them: use 0 for long jobs without retries")
     parser.add_argument("--with-scheduler", action="store_true",
                         default=env_flag("with_scheduler"),
                         help="also run the periodic scheduler in this process")
@@ -93,7 +97,8 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
 def worker_command(app: Conveyor, args: argparse.Namespace) -> int:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = app.worker(queues=queues, concurrency=args.concurrency, pool=args.pool,
-                        burst=args.burst, grace=args.grace, cancel_grace=args.cancel_grace)
+                        burst=args.burst, grace=args.grace, cancel_grace=args.cancel_grace,
+                        prefetch=args.prefetch)
     scheduler = None
     if args.with_scheduler:
         from .scheduler import Scheduler

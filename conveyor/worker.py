@@ -71,6 +71,8 @@ class Worker:
                  cancel_grace: float = 5.0, worker_id: str | None = None) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if prefetch is not None and prefetch < 0:
+            raise ConfigurationError("prefetch must be 0 or more")
         if pool not in ("thread", "process"):
             raise ConfigurationError(f"unknown pool {pool!r}: use 'thread' or 'process'")
         self.app = app
