@@ -566,23 +566,40 @@ class Driver:
             return None
 
     def measure(self, name: str, fn: Callable[[int], dict[str, Any]],
-                limit: float | None = None) -> dict[str, Any] | None:
-        """Run ``fn(attempt)``; while the rest of the machine used more than ``--busy`` cores
-        during it, run it again (``--retries`` times at most) and keep the least disturbed."""
-        best: dict[str, Any] | None = None
-        for attempt in range(1 + self.args.retries):
-            label = name if attempt == 0 else f"{name} (again: the machine was busy)"
-            out = self.phase(label, lambda attempt=attempt: fn(attempt), limit)
+                limit: float | None = None, repeat: int = 1) -> dict[str, Any] | None:
+        """Run ``fn(attempt)`` until it has ``repeat`` undisturbed results, and return the
+        median of them (by rate, when there is one).
+
+        An attempt during which the rest of the machine used more than ``--busy`` cores is
+        disturbed: it is taken again, ``--retries`` times at most. No attempt is repeated
+        once one took longer than ``--repeat-under`` seconds (a slow system would blow the
+        run's time budget); then the least disturbed result is kept."""
+        good: list[dict[str, Any]] = []
+        spoiled: list[dict[str, Any]] = []
+        attempt = 0
+        while len(good) < repeat and len(spoiled) <= self.args.retries:
+            again = "" if attempt == 0 else (
+                " (again: the machine was busy)" if spoiled and not good else " (again)")
+            started = time.monotonic()
+            out = self.phase(name + again, lambda attempt=attempt: fn(attempt), limit)
             if out is None:
                 break
-            out["attempts"] = attempt + 1
-            if best is None or out["foreign_cores"] < best["foreign_cores"]:
-                best = dict(out)
-            if out["foreign_cores"] <= self.args.busy:
+            attempt += 1
+            (good if out["foreign_cores"] <= self.args.busy else spoiled).append(out)
+            if time.monotonic() - started > self.args.repeat_under:
                 break
-        if best is not None:
-            self.result["errors"].pop(name, None)
-            self.result["foreign"][name] = round(best["foreign_cores"], 2)
+        if not good and not spoiled:
+            return None
+        if good:
+            good.sort(key=lambda o: o.get("rate") or 0.0)
+            best = dict(good[(len(good) - 1) // 2])
+            if len(good) > 1 and "rate" in best:
+                best["rates"] = [round(o["rate"]) for o in good if o.get("rate")]
+        else:
+            best = dict(min(spoiled, key=lambda o: o["foreign_cores"]))
+        best["attempts"] = attempt
+        self.result["errors"].pop(name, None)
+        self.result["foreign"][name] = round(best["foreign_cores"], 2)
         return best
 
     def _keep_cpu(self, kind: str, out: dict[str, Any] | None) -> None:
@@ -620,7 +637,8 @@ class Driver:
                 res[single["kind"]] = single["rate"]
                 self._keep_cpu(single["kind"], single)
                 if "drain1" in phases:
-                    res["drain1"] = self.measure("drain, 1 worker", then_drain(1), drain_limit)
+                    res["drain1"] = self.measure("drain, 1 worker", then_drain(1), drain_limit,
+                                                 repeat=self.args.repeat)
 
         if "drain2" in phases or "batch" in phases:
             filled = False
@@ -676,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
                              "is taken again (0.3)")
     parser.add_argument("--retries", type=int, default=2,
                         help="times a disturbed measurement is taken again (2)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="1-worker drains measured per system; the median is kept (3)")
+    parser.add_argument("--repeat-under", type=float, default=8.0,
+                        help="seconds under which an attempt may be repeated or retried (8)")
     parser.add_argument("--profile", action="store_true",
                         help="record the sync enqueue loop and the 1-worker drain with py-spy")
     parser.add_argument("--profile-gil", action="store_true",

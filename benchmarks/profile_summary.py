@@ -22,14 +22,15 @@ _BOOT = ("Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "_worker 
 
 #: where a sample's own frame is, by the first pattern its file matches
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("the no-op job and its mark", ("benchmarks/",)),
+    ("Conveyor's backend code (and, on SQLite, the sqlite3 calls it makes)",
+     ("conveyor/backends/",)),
+    ("the rest of Conveyor (worker, app, task, job, serialize)", ("conveyor/",)),
     ("JSON (json module)", ("json/",)),
-    ("Redis client (redis-py, hiredis)", ("site-packages/redis/", "site-packages/hiredis")),
-    ("PostgreSQL client (psycopg, pool)", ("site-packages/psycopg",)),
-    ("storage code of the backend (incl. time in sqlite3 calls)", ("conveyor/backends/",)),
+    ("Redis client (redis-py, hiredis)", ("redis/", "hiredis")),
+    ("PostgreSQL client (psycopg, psycopg_pool)", ("psycopg",)),
     ("threads, locks, queues, futures", ("threading.py", "queue.py", "concurrent/futures")),
     ("asyncio", ("asyncio/",)),
-    ("the no-op job and its mark", ("benchmarks/",)),
-    ("the rest of Conveyor (worker, app, task, job, serialize)", ("conveyor/",)),
 ]
 
 
@@ -39,7 +40,7 @@ def category(frame: str) -> str:
     for name, patterns in CATEGORIES:
         if any(p in file for p in patterns):
             return name
-    return "other"
+    return "other (uuid, inspect, typing, dataclass __init__, ...)"
 
 
 def _thread_name(name: str) -> str:

@@ -62,9 +62,10 @@ def run_system(system: System, args: argparse.Namespace, scratch: Path,
     argv = [sys.executable, "-m", "benchmarks.driver", system.name, "--jobs", str(args.jobs),
             "--latency-jobs", str(args.latency_jobs), "--latency-gap", str(args.latency_gap),
             "--timeout", str(args.timeout), "--busy", str(args.busy), "--retries",
-            str(args.retries), "--workdir", str(workdir), "--out", str(out)]
+            str(args.retries), "--repeat", str(args.repeat), "--workdir", str(workdir),
+            "--out", str(out)]
     if profile:
-        argv += ["--phases", "single,drain1", "--profile", "--retries", "0"]
+        argv += ["--phases", "single,drain1", "--profile", "--retries", "0", "--repeat", "1"]
         if args.profile_gil:
             argv.append("--profile-gil")
     env = dict(os.environ, BENCH_DIR=str(scratch / "sqlite"), PYTHONPATH=str(ROOT))
@@ -354,6 +355,9 @@ def details(results: list[dict[str, Any]]) -> str:
         if single and r["conveyor"]:
             notes.append(f"sync enqueue CPU per job: caller {single['caller_us']:.0f} µs, "
                          f"server {single['server_us']:.0f} µs")
+        if d1.get("rates"):
+            notes.append("1-worker drains " + ", ".join(f"{v:,}" for v in d1["rates"])
+                         + "/s (median shown)")
         if d1.get("context_switches_per_job") is not None and r["conveyor"]:
             notes.append(f"worker context switches per job {d1['context_switches_per_job']:.1f}")
         dups = (d1.get("duplicates") or 0) + (d2.get("duplicates") or 0)
@@ -424,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                              "is taken again (0.3)")
     parser.add_argument("--retries", type=int, default=2,
                         help="times a disturbed measurement is taken again (2)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="1-worker drains per system, the median is reported (3)")
     parser.add_argument("--quiet-wait", type=float, default=15.0,
                         help="seconds to wait, before each system, for the machine to be "
                              "idle (15)")

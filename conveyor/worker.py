@@ -469,6 +469,10 @@ class Worker:
             states = self.app.backend.extend_leases(
                 [(r.record.id, r.record.attempts) for r in held], self.lease, self.app.clock())
             for running in held:
+                if running.reported:
+                    # it finished while its lease was being renewed: the backend answers
+                    # "lost" for a job no longer running, which here only means done
+                    continue
                 state = states.get(running.record.id, "lost")
                 if state == "cancel" and not running.context.cancel_requested:
                     running.context.cancel_requested = True

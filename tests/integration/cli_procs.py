@@ -3,10 +3,11 @@
 Shared by ``tests/integration`` and ``tests/acceptance`` (imported as a plain module: both
 directories put this one on ``sys.path``).
 
-Each test gets a fresh SQLite file in its ``tmp_path`` (``CONVEYOR_URL``), the test apps in
-``apps/`` on ``PYTHONPATH``, and a :class:`Procs` that starts ``conveyor -A core_app:app ...``
-in its own process group (so a process pool's children die with it) and SIGKILLs whatever is
-still alive when the test ends, pass or fail.
+Each test gets a fresh store (``CONVEYOR_URL``: a SQLite file in its ``tmp_path``, or a Redis
+key prefix or PostgreSQL schema of its own), the test apps in ``apps/`` on ``PYTHONPATH``, and
+a :class:`Procs` that starts ``conveyor -A core_app:app ...`` in its own process group (so a
+process pool's children die with it) and SIGKILLs whatever is still alive when the test ends,
+pass or fail.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +44,13 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def read_lines(path: Path) -> list[list[str]]:

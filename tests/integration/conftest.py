@@ -1,5 +1,6 @@
-"""Fixtures of the integration tests: a fresh SQLite file, the test app, and :class:`Procs`
-(see ``cli_procs.py``), which kills every process a test started, pass or fail."""
+"""Fixtures of the integration tests: a fresh store (a SQLite file; each engine the worker
+processes can share for a test marked ``every_engine``), the test app, and :class:`Procs` (see
+``cli_procs.py``), which kills every process a test started, pass or fail."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_procs import Procs
+from servers import SHARED_ENGINES, engine_params, fresh_store
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("every_engine") is not None:
+        metafunc.parametrize("url", engine_params(SHARED_ENGINES), indirect=True)
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'conveyor.db'}"
+def url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh, empty store: a SQLite file in ``tmp_path``, or, for a test marked
+    ``every_engine``, each engine in turn (a Redis key prefix, a PostgreSQL schema)."""
+    yield from fresh_store(getattr(request, "param", "sqlite"), request)
 
 
 @pytest.fixture

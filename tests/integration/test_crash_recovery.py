@@ -16,8 +16,9 @@ from cli_procs import Procs, alive, read_lines, wait_until
 
 
 @pytest.mark.slow
+@pytest.mark.every_engine
 @pytest.mark.timeout(60)
-def test_a_job_whose_worker_is_killed_midway_is_requeued_and_finishes_on_another_worker(
+def test_a_job_whose_worker_is_killed_midway_reruns_on_another_worker_within_the_lease(
         tmp_path: Path, procs: Procs, core: Any) -> None:
     app = core.app
     first = procs.worker("-c", "1", "--grace", "1")
@@ -26,17 +27,28 @@ def test_a_job_whose_worker_is_killed_midway_is_requeued_and_finishes_on_another
     # -c 1 takes a second job as prefetch: it holds it under lease but never starts it
     waiting = core.slow.enqueue(0.1)
     wait_until(lambda: read_lines(tmp_path / "started.log"), 15, "the job to start")
-    assert app.get_job(waiting.id).status == "running"  # claimed by the first worker
+    wait_until(lambda: app.get_job(waiting.id).status == "running", 10,
+               "the first worker to claim the second job too")
+    # a second worker, idle: there is nothing left for it to claim
+    second = procs.worker("-c", "2", "--grace", "1")
+    wait_until(lambda: len(app.workers()) == 2, 15, "the second worker to register")
 
     procs.kill(first)  # SIGKILL: no handler runs, no lease is handed back
+    killed_at = time.monotonic()
     assert procs.wait(first, 10) == -signal.SIGKILL
     assert running.refresh().status == "running"
+    wait_until(lambda: len(read_lines(tmp_path / "started.log")) == 3, app.lease + 10,
+               "the killed job to start again, and the prefetched one, on the second worker")
+    rerun_after = time.monotonic() - killed_at
+    # the lease (2 s) runs out at most a lease after the kill; the idle worker looks for
+    # expired leases at least once a poll interval (1 s); and 1 s of slack for a busy machine
+    assert rerun_after < app.lease + 1.0 + 1.0, f"re-run {rerun_after:.1f}s after the kill"
+    print(f"re-run {rerun_after:.2f}s after the kill (lease {app.lease:g}s)")
 
-    second = procs.worker("-c", "2", "--grace", "1")
     for job in (running, waiting):
         job.wait(timeout=30)
         assert job.status == "succeeded", job.to_dict()
-        # the lease ran out (2 s), a worker re-queued it, counting the lost attempt
+        # the lease ran out, a worker re-queued it, counting the lost attempt
         assert job.attempts == 2
         assert [e.reason for e in job.errors] == ["worker_lost"]
         assert job.errors[0].attempt == 1 and job.errors[0].type == "WorkerLost"

@@ -193,6 +193,37 @@ def test_a_thread_job_stuck_past_its_timeout_does_not_take_the_workers_thread_wi
         release.set()
 
 
+def test_a_job_that_finishes_while_its_lease_is_renewed_is_not_reported_as_lost(
+        caplog: Any) -> None:
+    """The heartbeat renews the leases of the jobs it saw in hand; one whose outcome was
+    written meanwhile is no longer running, and the backend answers "lost" for it. That is
+    not a lost lease: no "another worker may run it" warning (it came up once a second per
+    busy worker in the 10,000-job integration test)."""
+    app = Conveyor("memory://", lease=3)
+    release = threading.Event()
+
+    @app.task
+    def held() -> str:
+        release.wait(10)
+        return "done"
+
+    renew = app.backend.extend_leases
+
+    def renew_after_the_job_finished(leases: Any, lease: float, now: float) -> Any:
+        release.set()
+        wait_for(lambda: all(app.get_job(i).status == "succeeded" for i, _ in leases))
+        return renew(leases, lease, now)
+
+    app.backend.extend_leases = renew_after_the_job_finished  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="conveyor.worker"), \
+            app.embedded(concurrency=1, heartbeat_interval=0.05):
+        job = held.enqueue()
+        assert job.result(timeout=10) == "done"
+        time.sleep(0.2)  # a few more beats
+    assert release.is_set()  # a heartbeat did renew while the job was in hand
+    assert "lease lost" not in caplog.text
+
+
 # -- conveyor.testing.drain -------------------------------------------------------------------
 
 def test_drain_runs_queued_jobs_here_and_returns_how_many_ran() -> None:

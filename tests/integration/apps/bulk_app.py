@@ -1,4 +1,4 @@
-"""The app of the 2,000-job test: one no-op task that leaves proof of each run.
+"""The app of the 10,000-job test: one no-op task that leaves proof of each run.
 
 The lease is the default (30 s) on purpose: the test asserts exactly-once in normal operation,
 and a short lease on a loaded two-core machine would turn a slow heartbeat into a (correct,

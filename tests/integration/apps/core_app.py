@@ -1,8 +1,9 @@
 """Tasks the integration tests run in real worker processes (``conveyor -A core_app:app``).
 
-The backend URL comes from ``CONVEYOR_URL`` (a fresh SQLite file per test). Tasks leave
-evidence in ``$CORE_APP_OUT`` with ``O_APPEND`` writes (one ``write()`` per line, so lines
-from several processes never interleave): which job ran, in which process, which attempt.
+The backend URL comes from ``CONVEYOR_URL`` (a fresh store per test, on any engine), the lease
+from ``CORE_APP_LEASE`` (2 s unless the test says otherwise). Tasks leave evidence in
+``$CORE_APP_OUT`` with ``O_APPEND`` writes (one ``write()`` per line, so lines from several
+processes never interleave): which job ran, in which process, which attempt.
 """
 
 from __future__ import annotations
