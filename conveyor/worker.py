@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import serialize
 from .backends.base import AttemptError, JobRecord, Outcome, WorkerInfo
 from .context import JobContext, reset_current, set_current
-from .errors import Cancelled, ConfigurationError, JobTimeout, Retry, ValidationError
+from .errors import (
+    BackendUnavailable,
+    Cancelled,
+    ConfigurationError,
+    JobTimeout,
+    Retry,
+    ValidationError,
+)
 from .ids import new_job_id
 from .job import Job
 
@@ -106,6 +113,7 @@ class Worker:
         self._last_maintenance = 0.0
         self._last_prune = 0.0
         self.processed = 0
+        self._outage = OutageLog()
         #: run retries at once instead of after their backoff (conveyor.testing.drain)
         self.skip_backoff = False
 
@@ -190,8 +198,9 @@ class Worker:
                 break
             try:
                 claimed = backend.claim(self.queues, free, self.id, self.lease, self.app.clock())
-            except Exception:
-                log.exception("claiming jobs failed; retrying in 1s")
+                self._outage.ended()
+            except Exception as exc:
+                self._outage.failed("claiming jobs", exc)
                 self._stopping.wait(1.0)
                 continue
             if claimed:
@@ -230,8 +239,8 @@ class Worker:
             if now - self._last_prune >= 60:
                 self._last_prune = now
                 backend.prune(self.app.clock())
-        except Exception:
-            log.exception("lease recovery failed")
+        except Exception as exc:
+            self._outage.failed("lease recovery", exc)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -437,10 +446,11 @@ class Worker:
         while True:
             try:
                 applied = self.app.backend.finish([o for _, o in done], self.app.clock())
+                self._outage.ended()
                 break
-            except Exception:
+            except Exception as exc:
                 # never drop an outcome: the lease keeps the job ours while we retry
-                log.exception("recording %d outcome(s) failed; retrying", len(done))
+                self._outage.failed(f"recording {len(done)} outcome(s)", exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         for (_, outcome), ok in zip(done, applied, strict=True):
@@ -459,8 +469,9 @@ class Worker:
         while not self._heartbeat_done.wait(self.heartbeat_interval):
             try:
                 self._heartbeat()
-            except Exception:
-                log.exception("heartbeat failed; leases may expire if this persists")
+                self._outage.ended()
+            except Exception as exc:
+                self._outage.failed("renewing leases", exc)
 
     def _heartbeat(self) -> None:
         with self._lock:
@@ -661,6 +672,36 @@ class JobThreads:
                 item[0].cancel()
         for _ in self._threads:
             self._work.put(None)
+
+
+class OutageLog:
+    """Logs a backend outage once, not once per failed call: the first failure as a warning,
+    then silence until a call succeeds again. Errors that are not an outage (a bug, a bad
+    row) are logged every time, with their traceback."""
+
+    def __init__(self) -> None:
+        self._down_since: float | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, what: str, exc: Exception) -> None:
+        if not isinstance(exc, BackendUnavailable):
+            log.error("%s failed", what, exc_info=exc)
+            return
+        with self._lock:
+            first = self._down_since is None
+            if first:
+                self._down_since = time.monotonic()
+        if first:
+            log.warning("the backend is unreachable (%s: %s); retrying until it is back",
+                        what, exc)
+
+    def ended(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            since, self._down_since = self._down_since, None
+        if since is not None:
+            log.warning("the backend is reachable again after %.1fs", time.monotonic() - since)
 
 
 class _NullContext:

@@ -411,3 +411,20 @@ def test_current_job_outside_of_a_task_is_an_error() -> None:
     with pytest.raises(ConveyorError, match="outside of a running task"):
         current_job()
     assert issubclass(Cancelled, BaseException) and not issubclass(Cancelled, Exception)
+
+
+def test_a_backend_outage_is_logged_once_and_its_end_once(caplog):
+    from conveyor.errors import BackendError, BackendUnavailable
+    from conveyor.worker import OutageLog
+
+    outage = OutageLog()
+    with caplog.at_level("WARNING", logger="conveyor.worker"):
+        for what in ("claiming jobs", "renewing leases", "recording 3 outcome(s)"):
+            outage.failed(what, BackendUnavailable("connection refused"))
+        outage.ended()
+        outage.ended()
+        outage.failed("claiming jobs", BackendError("no such column"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable" in m for m in messages) == 1
+    assert sum("reachable again" in m for m in messages) == 1
+    assert messages[-1] == "claiming jobs failed" and caplog.records[-1].exc_info
