@@ -42,7 +42,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import RECORD
+from benchmarks.common import Marks
 from benchmarks.systems import BY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,33 +67,6 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-# -- the marks ---------------------------------------------------------------------------------
-
-def marks_path() -> Path:
-    return Path(os.environ["BENCH_MARKS"])
-
-
-def clear_marks() -> None:
-    with contextlib.suppress(FileNotFoundError):
-        marks_path().unlink()
-
-
-def count_marks() -> int:
-    try:
-        return marks_path().stat().st_size // RECORD.size
-    except FileNotFoundError:
-        return 0
-
-
-def read_marks() -> list[tuple[int, float, int]]:
-    try:
-        data = marks_path().read_bytes()
-    except FileNotFoundError:
-        return []
-    usable = len(data) - len(data) % RECORD.size
-    return list(RECORD.iter_unpack(data[:usable]))
 
 
 # -- worker processes --------------------------------------------------------------------------
@@ -237,6 +210,7 @@ class Driver:
         os.environ["BENCH_MARKS"] = str(Path(args.workdir) / "marks.bin")
         self.workdir = Path(args.workdir)
         self._me = psutil.Process()
+        self._marks: Marks | None = None
         self.mod = importlib.import_module(self.system.module)
         self.result: dict[str, Any] = {
             "system": self.system.name, "engine": self.system.engine,
@@ -357,8 +331,14 @@ class Driver:
 
     # -- draining ----------------------------------------------------------------------------
 
+    def marks(self, slots: int) -> Marks:
+        if self._marks is not None:
+            self._marks.close()
+        self._marks = Marks(Path(os.environ["BENCH_MARKS"]), slots)
+        return self._marks
+
     def drain(self, n: int, workers: int) -> dict[str, Any]:
-        clear_marks()
+        marks = self.marks(n + 1)
         argvs = [self.mod.worker_argv(k) for k in range(workers)]
         procs = Workers(argvs, self.workdir, f"drain{workers}")
         profiler = None
@@ -370,7 +350,7 @@ class Driver:
             load: Load | None = None
             wall_start = 0.0
             while True:
-                done = count_marks()
+                done = marks.done(n)
                 if done and server_start is None:
                     cpu_start = procs.cpu_seconds()
                     switches_start = procs.context_switches()
@@ -379,14 +359,14 @@ class Driver:
                     wall_start = time.monotonic()
                     if self.args.profile and workers == 1:
                         profiler = self._start_profiler(procs.procs[0].pid, "drain")
-                if done >= n and len({m[0] for m in read_marks()}) >= n:
+                if done >= n:
                     break
                 failure = procs.exited()
                 if failure:
                     raise RuntimeError(failure)
                 if time.monotonic() > deadline:
                     raise PhaseTimeout(f"timed out after {self.args.timeout:.0f}s with "
-                                       f"{len({m[0] for m in read_marks()})}/{n} jobs done")
+                                       f"{done}/{n} jobs done")
                 time.sleep(0.005)
             wall = time.monotonic() - wall_start
             if profiler is not None:
@@ -403,16 +383,12 @@ class Driver:
             if profiler is not None:
                 self._stop_profiler(profiler)
             procs.stop()
-        marks = read_marks()
-        first: dict[int, tuple[int, float, int]] = {}
-        for m in marks:
-            if m[0] not in first or m[1] < first[m[0]][1]:
-                first[m[0]] = m
-        times = sorted(m[1] for m in first.values())
+        ran = [m for m in marks.read() if m[0] < n]
+        times = sorted(m[1] for m in ran)
         span = times[-1] - times[0]
         out: dict[str, Any] = {
             "rate": n / span if span > 0 else None,
-            "duplicates": len(marks) - len(first),
+            "duplicates": sum(m[3] - 1 for m in ran),
             "rss_mb": rss,
             "cpu_us_per_job": cpu / n * 1e6,
             "context_switches_per_job": switches / n,
@@ -424,7 +400,7 @@ class Driver:
             # the workers start within a fraction of a second of each other; measure from the
             # moment every one of them has run a job, so that the skew does not count
             starts: dict[int, float] = {}
-            for _, t, pid in first.values():
+            for _, t, pid, _ in ran:
                 starts[pid] = min(starts.get(pid, t), t)
             out["pids"] = len(starts)
             if len(starts) >= workers:
@@ -471,7 +447,7 @@ class Driver:
 
     def latency(self) -> dict[str, Any]:
         count, gap = self.args.latency_jobs, self.args.latency_gap
-        clear_marks()
+        marks = self.marks(count + 1)  # the last slot is the warm-up job's
         procs = Workers([self.mod.worker_argv(0)], self.workdir, "latency")
         sent: list[float] = [0.0] * count
         handles: list[Any] = []
@@ -494,7 +470,7 @@ class Driver:
                 self._sync(lambda: self.mod.enqueue(WARM_UP_ID))
             else:
                 self._async(lambda: self.mod.aenqueue(WARM_UP_ID))
-            wait_for(lambda: count_marks() >= 1, "the warm-up job")
+            wait_for(lambda: bool(marks.read()), "the warm-up job")
             time.sleep(1.0)
             load = Load(lambda: procs.cpu_seconds() + self._own_cpu())
 
@@ -525,18 +501,12 @@ class Driver:
                             handles.append(handle)
                 self._async(apaced)
 
-            def all_done() -> bool:
-                return count_marks() >= count + 1 and \
-                    len({m[0] for m in read_marks() if m[0] < count}) >= count
-            wait_for(all_done, f"{count} latency jobs")
+            wait_for(lambda: marks.done(count) >= count, f"{count} latency jobs")
             foreign = load.foreign()
             time.sleep(0.2)
         finally:
             procs.stop()
-        ran: dict[int, float] = {}
-        for i, t, _ in read_marks():
-            if i < count:
-                ran[i] = min(ran.get(i, t), t)
+        ran = {i: t for i, t, _, _ in marks.read() if i < count}
         lat = sorted((ran[k] - sent[k]) * 1000 for k in range(count))
         out = {"p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
                "max_ms": lat[-1], "mean_ms": statistics.fmean(lat), "foreign_cores": foreign}

@@ -443,7 +443,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true",
                         help="rewrite README.md's results even for a partial run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--render", metavar="RESULTS_JSON",
+                        help="only rewrite README.md's results from a saved results file")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        write_readme(results_section(saved["results"], saved["machine"], saved["command"],
+                                     saved["jobs"], args.latency_jobs, args.latency_gap))
+        log(f"rewrote {README.relative_to(ROOT)} from {args.render}")
+        return 0
 
     names = [s.name for s in SYSTEMS]
     chosen = SYSTEMS
@@ -468,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     (scratch / "sqlite").mkdir()
-    command = "python benchmarks/run.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = " ".join([".bench-venv/bin/python benchmarks/run.py", *(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))])
     results: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
