@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from api_support import GATES, build_app, parse_sse, wait_until
+from api_support import GATES, build_app, parse_sse
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
+from support import wait_until
 
 from conveyor import Conveyor
 from conveyor.testing import drain

@@ -19,9 +19,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
+
+from support import wait_until
 
 APPS = Path(__file__).parent / "apps"
 if str(APPS) not in sys.path:
@@ -29,22 +30,6 @@ if str(APPS) not in sys.path:
 
 _script = Path(sys.executable).parent / "conveyor"
 CONVEYOR = [str(_script)] if _script.exists() else [shutil.which("conveyor") or "conveyor"]
-
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str,
-               interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
@@ -148,3 +133,37 @@ class Procs:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def restart_under_workers(server: Any, procs: Procs, core: Any, jobs: list[Any], ran: Path,
+                          down_for: float) -> tuple[int, int, list[str]]:
+    """Stop ``server`` (something with ``stop()``/``start()``) while two workers run
+    ``jobs``, start it again after ``down_for`` seconds, and check that every job then ran
+    and succeeded, each extra attempt being a claim whose reply the outage cut off (it was
+    applied, the worker never heard, its lease ran out). Returns (jobs run before the stop,
+    jobs that ran again, each worker's output)."""
+    env = procs.env(CORE_APP_LEASE="10")  # leases outlast the outage: heartbeats resume in time
+    workers = [procs.start("worker", "-c", "4", "--grace", "5", env=env) for _ in range(2)]
+    wait_until(lambda: len(read_lines(ran)) >= len(jobs) // 4, 30, "a quarter of the jobs")
+    server.stop()
+    stopped_at = len(read_lines(ran))
+    time.sleep(down_for)
+    assert all(alive(w.pid) for w in workers), "a worker exited while the server was down"
+    server.start()
+    assert stopped_at < len(jobs), "every job ran before the restart: nothing left to test"
+    wait_until(lambda: core.app.stats().get("default", {}).get("succeeded") == len(jobs), 60,
+               "every job to succeed after the restart", interval=0.2)
+    for proc in workers:
+        proc.send_signal(signal.SIGTERM)
+    assert [procs.wait(p, 15) for p in workers] == [0, 0]
+    assert {line[0] for line in read_lines(ran)} == {job.id for job in jobs}
+    rerun = 0
+    for job in jobs:
+        job.refresh()
+        assert job.status == "succeeded", job.to_dict()
+        assert [e.reason for e in job.errors] == ["worker_lost"] * (job.attempts - 1)
+        rerun += job.attempts > 1
+    logs = [procs.output(proc) for proc in workers]
+    for log in logs:
+        assert "lease lost; another worker may run it" not in log, log[-3000:]
+    return stopped_at, rerun, logs

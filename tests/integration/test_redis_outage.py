@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_procs import Procs, alive, free_port, read_lines, wait_until
+from cli_procs import Procs, free_port, restart_under_workers, wait_until
 from servers import require_program
 
 JOBS = 3000
@@ -92,40 +91,11 @@ def url(private_redis: PrivateRedis) -> str:
 def test_workers_ride_out_a_redis_restart_mid_run_and_every_job_still_finishes(
         tmp_path: Path, procs: Procs, core: Any, private_redis: PrivateRedis) -> None:
     jobs = core.tick.enqueue_many([((n,), {}) for n in range(JOBS)])  # 20 ms each
-    # leases (10 s) outlast the outage: the heartbeats resume in time and keep the jobs owned
-    env = procs.env(CORE_APP_LEASE="10")
-    workers = [procs.start("worker", "-c", "4", "--grace", "5", env=env) for _ in range(2)]
-    ran = tmp_path / "ran.log"
-    wait_until(lambda: len(read_lines(ran)) >= JOBS // 4, 30, "a quarter of the jobs to run")
-
-    private_redis.stop()
-    stopped_at = len(read_lines(ran))
-    time.sleep(DOWN_FOR)
-    assert all(alive(w.pid) for w in workers), "a worker exited while Redis was down"
-    private_redis.start()
-    assert stopped_at < JOBS, "every job ran before the restart: nothing was left to test"
-
-    wait_until(lambda: core.app.stats().get("default", {}).get("succeeded") == JOBS, 60,
-               "every job to succeed after the restart", interval=0.2)
-    for proc in workers:
-        proc.send_signal(signal.SIGTERM)
-    assert [procs.wait(p, 15) for p in workers] == [0, 0]
-
-    assert {line[0] for line in read_lines(ran)} == {job.id for job in jobs}
-    rerun = 0
-    for job in jobs:
-        job.refresh()
-        assert job.status == "succeeded", job.to_dict()
-        # an attempt beyond the first is only ever a claim whose reply the restart cut off
-        # (Redis ran it, the worker never heard): its lease ran out and it was run again
-        assert [e.reason for e in job.errors] == ["worker_lost"] * (job.attempts - 1)
-        rerun += job.attempts > 1
-    for proc in workers:
-        log = procs.output(proc)
-        # the outage is logged (once: its end too), and the heartbeats resumed in time; an
-        # outcome may be "dropped" when its first write went through but the reply was lost
+    stopped_at, rerun, logs = restart_under_workers(private_redis, procs, core, jobs,
+                                                    tmp_path / "ran.log", DOWN_FOR)
+    for log in logs:
+        # the outage is logged once, and its end once
         assert log.count("lost the connection to Redis") == 1, log[-3000:]
         assert log.count("restored") == 1, log[-3000:]
-        assert "lease lost; another worker may run it" not in log, log[-3000:]
     print(f"{stopped_at} of {JOBS} jobs had run when Redis stopped for {DOWN_FOR}s; "
           f"{rerun} ran again after the restart")

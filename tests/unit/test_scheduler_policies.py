@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import pytest
+from support import Clock
 
 from conveyor import Conveyor, InvalidTransition, ScheduleNotFound, ValidationError
 from conveyor.backends.base import ScheduleRecord
@@ -27,20 +28,9 @@ from conveyor.testing import drain
 START = 1_800_000_000.0
 
 
-class Clock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, TypedDict
 
 import pytest
+from support import Clock
 
 import conveyor
 from conveyor import (
@@ -21,14 +22,6 @@ from conveyor import (
     current_job,
 )
 from conveyor.testing import drain
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Size(TypedDict):
