@@ -321,7 +321,7 @@ def _dev_args(parser: argparse.ArgumentParser) -> None:
                         default=env_default("concurrency", "4"))
 
 
-@command("dev", "worker, scheduler, API and dashboard in one process (the demo app by "
+@command("dev", "worker, scheduler and HTTP API in one process (the demo app by "
                 "default)", _dev_args)
 def dev_command(app: Conveyor, args: argparse.Namespace) -> int:
     scheduler_available = _has_module("conveyor.scheduler")
@@ -354,7 +354,7 @@ def dev_command(app: Conveyor, args: argparse.Namespace) -> int:
 
             serve(app, host=args.host, port=args.port)
         else:
-            print("(install conveyor-jobs[web] for the API and dashboard)", flush=True)
+            print("(install conveyor-jobs[web] for the HTTP API)", flush=True)
             while not stop:
                 time.sleep(0.2)
     return 0

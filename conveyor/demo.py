@@ -4,8 +4,8 @@ The reference stories in miniature, with real work done by the standard library 
 
 * ``render_fractal`` renders a Mandelbrot set to a PNG, reporting progress row by row;
 * ``flaky_sync`` fails twice and succeeds on its third attempt (retries with backoff);
-* ``long_report`` runs for a minute, checking for cancellation — cancel it from the CLI, the
-  API or the dashboard;
+* ``long_report`` runs for a minute, checking for cancellation — cancel it from the CLI or
+  the HTTP API;
 * ``process_due_followups`` runs every 30 seconds on the scheduler, once however many
   processes run it.
 
