@@ -411,7 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"conveyor: {exc}", file=sys.stderr)
         return 1
     except ConveyorError as exc:
-        print(f"conveyor: error: {exc}", file=sys.stderr)
+        # the backend cannot know how the app was named; the command line can
+        message = str(exc).replace("-A <app>", f"-A {app_path}") if app_path else str(exc)
+        print(f"conveyor: error: {message}", file=sys.stderr)
         from .errors import JobNotFound, ScheduleNotFound
 
         return 1 if isinstance(exc, (JobNotFound, ScheduleNotFound)) else 2
