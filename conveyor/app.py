@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overl
 
 from . import serialize
 from .backends import open_backend
-from .backends.base import Backend, JobFilter, JobRecord, Transition
+from .backends.base import STATUSES, Backend, JobFilter, JobRecord, Transition
 from .errors import ConfigurationError, JobNotFound, UnknownTask, ValidationError
 from .ids import new_job_id
 from .job import Job
@@ -282,8 +282,6 @@ class Conveyor:
                   task: str | None = None, limit: int = 50,
                   cursor: str | None = None) -> JobPage:
         """Jobs newest first, filtered; ``page.cursor`` fetches the next page."""
-        from .backends.base import STATUSES
-
         if status is not None and status not in STATUSES:
             raise ValidationError(f"unknown status {status!r}: use one of "
                                   f"{', '.join(STATUSES)}")

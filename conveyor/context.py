@@ -31,7 +31,9 @@ class JobContext(RecordView):
         self.record = record
         self._backend = backend
         self._clock = clock
-        self._deadline = (time.monotonic() + record.timeout) if record.timeout else None
+        #: when the attempt times out (monotonic); unset until ``start()``, so a job waiting
+        #: behind others in the worker's queue is not timed out before it runs
+        self.deadline: float | None = None
         self._last_check = time.monotonic()
         #: set by the worker's heartbeat (or a check here) once a cancel was requested
         self.cancel_requested = record.cancel_requested
@@ -43,9 +45,14 @@ class JobContext(RecordView):
         """1 for the first run, 2 for the first retry, ..."""
         return self.record.attempts
 
+    def start(self) -> None:
+        """The task starts now: its ``timeout`` counts from here."""
+        timeout = self.record.timeout
+        self.deadline = time.monotonic() + timeout if timeout else None
+
     @property
     def timed_out(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def progress(self, percent: float, message: str | None = None) -> None:
         """Report progress (0 to 100) and an optional message; seen at once by API and dashboard.

@@ -105,6 +105,7 @@ def _run_here(app: Conveyor, record: JobRecord) -> tuple[Any, ...]:
     if task is None:
         return ("error", "UnknownTask", f"no task named {record.task!r}", "", "unknown_task")
     context = JobContext(record, app.backend, app.clock)
+    context.start()
     token = set_current(context)
     try:
         result = task.fn(*serialize.loads(record.args), **serialize.loads(record.kwargs))
@@ -180,7 +181,6 @@ class ProcessPool:
     def run(self, worker: Worker, running: Running, task: Task[Any, Any]) -> Outcome:
         record = running.record
         child = self._child()
-        running.slot = child
         deadline: float | None = None
         cancel_seen: float | None = None
 

@@ -37,7 +37,7 @@ def drain(app: Conveyor, *, queues: list[str] | None = None, raise_errors: bool 
     carries the task's own error type, message and traceback. With
     ``include_scheduled``, delayed jobs are run now as well.
     """
-    worker = app.worker(queues=queues or _all_queues(app), concurrency=1, grace=0)
+    worker = app.worker(queues=queues, concurrency=1, grace=0)
     worker.skip_backoff = True  # a retry is due at once, so one drain runs it to the end
     worker._start_threads()
     ran = 0
@@ -73,8 +73,3 @@ def _wait_idle(worker: Any) -> None:
         while worker._running:
             worker._slots_free.wait(0.05)
 
-
-def _all_queues(app: Conveyor) -> list[str]:
-    from .worker import default_queues
-
-    return default_queues(app)

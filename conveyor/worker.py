@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,8 +64,6 @@ class Running:
     async_task: asyncio.Task[Any] | None = None
     #: set once an outcome was queued, so a job is reported exactly once
     reported: bool = False
-    #: the process slot running it (process pool)
-    slot: Any = None
 
 
 class Worker:
@@ -106,7 +105,8 @@ class Worker:
         self._stopped = threading.Event()
         self._heartbeat_done = threading.Event()
         self._hard_stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._finisher: threading.Thread | None = None
+        self._heartbeater: threading.Thread | None = None
         self._executor: JobThreads | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process_pool: Any = None
@@ -127,7 +127,6 @@ class Worker:
         thread = threading.Thread(target=self.run, name=f"conveyor-worker-{self.id}",
                                   daemon=True)
         thread.start()
-        self._main_thread = thread
         return self
 
     def stop(self, graceful: bool = True) -> None:
@@ -174,15 +173,16 @@ class Worker:
 
             self._process_pool = ProcessPool(self.app, self.concurrency)
         loop_ready = threading.Event()
-        for name, target in (("finisher", self._finish_loop),
-                             ("heartbeat", self._heartbeat_loop),
-                             ("loop", lambda: self._event_loop(loop_ready))):
-            thread = threading.Thread(target=target, name=f"conveyor-{name}-{self.id}",
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._finisher = self._thread("finisher", self._finish_loop)
+        self._heartbeater = self._thread("heartbeat", self._heartbeat_loop)
+        self._thread("loop", lambda: self._event_loop(loop_ready))
         loop_ready.wait(5)
         self._register()
+
+    def _thread(self, name: str, target: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, name=f"conveyor-{name}-{self.id}", daemon=True)
+        thread.start()
+        return thread
 
     # -- fetching ----------------------------------------------------------------------------
 
@@ -263,17 +263,13 @@ class Worker:
             self._loop.call_soon_threadsafe(self._start_async, running, task)
         else:
             assert self._executor is not None
-            # no timeout clock while it waits behind other jobs (prefetch): the heartbeat's
-            # overrun check failed a prefetched job as timed out before it ever started
-            running.context._deadline = None
             running.future = self._executor.submit(self._run_sync, running, task)
 
     def _run_sync(self, running: Running, task: Task[Any, Any]) -> None:
         if running.reported:  # handed back at shutdown before it started
             return
         running.started = time.monotonic()
-        running.context._deadline = (running.started + running.record.timeout
-                                     if running.record.timeout else None)
+        running.context.start()
         token = set_current(running.context)
         try:
             with self._around(running.record):
@@ -292,6 +288,7 @@ class Worker:
 
     async def _run_async(self, running: Running, task: Task[Any, Any]) -> None:
         record = running.record
+        running.context.start()
         token = set_current(running.context)
         try:
             with self._around(record):
@@ -323,8 +320,6 @@ class Worker:
     def _around(self, record: JobRecord) -> Any:
         if not self.app.middleware:
             return _NULL_CONTEXT
-        from contextlib import ExitStack
-
         stack = ExitStack()
         for middleware in self.app.middleware:
             try:
@@ -372,7 +367,6 @@ class Worker:
     def _from_exception(self, running: Running, task: Task[Any, Any],
                         exc: BaseException) -> Outcome:
         record = running.record
-        tb = "".join(traceback.format_exception(exc))
         kind = type(exc).__name__
         if isinstance(exc, Cancelled) or (running.context.cancel_requested and \
                 isinstance(exc, asyncio.CancelledError)):
@@ -386,10 +380,10 @@ class Worker:
             outcome = self._failed(running, "Retry", exc.reason or "retry requested", "",
                                    reason="retry", delay=exc.delay, task=task)
         elif isinstance(exc, JobTimeout):
-            outcome = self._failed(running, "JobTimeout", str(exc), tb, reason="timeout",
-                                   task=task)
+            outcome = self._failed(running, "JobTimeout", str(exc), _traceback(exc),
+                                   reason="timeout", task=task)
         else:
-            outcome = self._failed(running, kind, str(exc), tb, task=task)
+            outcome = self._failed(running, kind, str(exc), _traceback(exc), task=task)
         if outcome.status == "scheduled":
             self._callback(task.on_retry, running, exc)
         else:
@@ -501,7 +495,7 @@ class Worker:
         """A thread job past its timeout by ``cancel_grace`` that never called
         ``progress()``/``check_cancelled()``: a thread cannot be killed, so the job is
         recorded as timed out while its thread runs on."""
-        deadline = running.context._deadline
+        deadline = running.context.deadline
         return (running.future is not None and self.pool == "thread" and deadline is not None
                 and time.monotonic() > deadline + self.cancel_grace)
 
@@ -573,13 +567,13 @@ class Worker:
             if self._process_pool is not None:
                 self._process_pool.kill_all()
         self._outcomes.put(None)
-        for thread in self._threads[:1]:
-            thread.join(10)
+        if self._finisher is not None:
+            self._finisher.join(10)
         # the heartbeat ends before the worker deregisters: a beat in flight at shutdown
         # registered it again after remove_worker (a ghost in `conveyor info` for the ttl)
         self._heartbeat_done.set()
-        for thread in self._threads[1:2]:
-            thread.join(5)
+        if self._heartbeater is not None:
+            self._heartbeater.join(5)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._executor is not None:
@@ -702,6 +696,10 @@ class OutageLog:
             since, self._down_since = self._down_since, None
         if since is not None:
             log.warning("the backend is reachable again after %.1fs", time.monotonic() - since)
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
 
 
 class _NullContext:
