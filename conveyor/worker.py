@@ -3,7 +3,8 @@
 Four threads keep the hot path short:
 
 * the **fetcher** (the thread that calls ``run()``) claims jobs in batches up to the free
-  capacity, hands them to the pool, and sleeps in ``backend.wait_for_work`` when idle;
+  capacity, hands them to the pool, and when idle blocks in the claim (``wait=``) until work
+  arrives;
 * the **finisher** collects outcomes and writes them with one ``backend.finish`` call per
   batch, so a busy worker pays one round trip for many jobs;
 * the **heartbeat** renews the leases of every job in hand, learns of cancel requests and lost
@@ -197,25 +198,20 @@ class Worker:
             if self._stopping.is_set():
                 break
             try:
-                claimed = backend.claim(self.queues, free, self.id, self.lease, self.app.clock())
+                # idle, block in the claim: Redis hands a waiting worker its job as it is
+                # enqueued; the other engines claim again when wait_for_work wakes
+                claimed = backend.claim(self.queues, free, self.id, self.lease,
+                                        self.app.clock(), wait=0.0 if self.burst
+                                        else self.poll_interval)
                 self._outage.ended()
             except Exception as exc:
                 self._outage.failed("claiming jobs", exc)
                 self._stopping.wait(1.0)
                 continue
-            if claimed:
-                for record in claimed:
-                    self._dispatch(record)
-                continue
-            if self.burst:
-                if self._drained():
-                    break
-                continue
-            try:
-                backend.wait_for_work(self.queues, self.poll_interval)
-            except Exception:
-                # the backend is down: the next claim reports it and backs off
-                self._stopping.wait(self.poll_interval)
+            for record in claimed:
+                self._dispatch(record)
+            if not claimed and self.burst and self._drained():
+                break
 
     def _drained(self) -> bool:
         """Burst mode: whether nothing is running and nothing is due (waits for the running)."""

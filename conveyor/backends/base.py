@@ -8,8 +8,8 @@ JSON text and are stored verbatim; no backend ever sees a user object.
 Conventions shared by every method:
 
 * Times are float seconds since the epoch, passed in by the caller (``now=``) so that tests can
-  inject a clock. Backends never read the wall clock for job decisions, except
-  ``wait_for_*`` which sleep in real time.
+  inject a clock. Backends never read the wall clock for job decisions, except when waiting
+  (``wait_for_*``, ``claim(wait=)``), which happens in real time.
 * **Fencing.** A claim increments ``attempts``; the pair ``(job id, attempt)`` is the fence. Every
   write a worker makes about a running job (progress, lease, finish) names the attempt and is
   refused when the job is no longer ``running`` under that attempt — a worker that lost its lease
@@ -22,6 +22,7 @@ Conventions shared by every method:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -204,7 +205,7 @@ class JobStore(Protocol):
         ...
 
     def claim(self, queues: Sequence[str], limit: int, worker_id: str, lease: float,
-              now: float) -> list[JobRecord]:
+              now: float, wait: float = 0.0) -> list[JobRecord]:
         """Atomically take up to ``limit`` due jobs and return them ``running``.
 
         Due: ``queued``, or ``scheduled`` with ``run_at <= now``. Order: the queues in the
@@ -212,6 +213,12 @@ class JobStore(Protocol):
         ``priority``, then earlier ``run_at``, then id. Each claimed job gets ``attempts + 1``,
         ``started_at = now``, ``worker_id``, ``lease_expires_at = now + lease`` and a
         ``running`` transition. Two concurrent callers never receive the same job.
+
+        With ``wait`` > 0 and nothing due, block up to ``wait`` seconds for a job to become
+        due and claim it then (``now`` advanced by the time waited); an empty list after the
+        wait, or earlier, is allowed. Engines that can hand a job to a waiting worker in the
+        enqueue's own step do (Redis); the others wait with :meth:`wait_for_work`
+        (:func:`claim_after_wait`).
         """
         ...
 
@@ -375,3 +382,14 @@ class Backend(JobStore, ScheduleStore, WorkerRegistry, Protocol):
     def close(self) -> None:
         """Release connections; further calls may fail."""
         ...
+
+
+def claim_after_wait(store: JobStore, queues: Sequence[str], limit: int, worker_id: str,
+                     lease: float, now: float, wait: float) -> list[JobRecord]:
+    """``store.claim`` with ``wait`` built from ``claim`` and ``wait_for_work``."""
+    claimed = store.claim(queues, limit, worker_id, lease, now)
+    if claimed or wait <= 0:
+        return claimed
+    started = time.monotonic()
+    store.wait_for_work(queues, wait)
+    return store.claim(queues, limit, worker_id, lease, now + time.monotonic() - started)

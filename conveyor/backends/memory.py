@@ -23,6 +23,7 @@ from .base import (
     Page,
     ScheduleRecord,
     WorkerInfo,
+    claim_after_wait,
 )
 
 
@@ -70,7 +71,9 @@ class MemoryBackend:
         return stored
 
     def claim(self, queues: Sequence[str], limit: int, worker_id: str, lease: float,
-              now: float) -> list[JobRecord]:
+              now: float, wait: float = 0.0) -> list[JobRecord]:
+        if wait > 0:
+            return claim_after_wait(self, queues, limit, worker_id, lease, now, wait)
         order = list(queues)
         with self._changed:
             due = [j for j in self._jobs.values() if j.queue in order and t.is_due(j, now)]

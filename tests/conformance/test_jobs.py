@@ -460,6 +460,76 @@ def test_wait_for_work_times_out_when_nothing_comes(backend):
     assert 0.2 <= time.monotonic() - started < 2
 
 
+def test_a_waiting_claim_takes_a_job_enqueued_during_the_wait(backend):
+    job = make(queue="wake")
+
+    def later() -> None:
+        time.sleep(0.2)
+        backend.enqueue([job])
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    started, deadline = time.monotonic(), time.monotonic() + 5
+    claimed: list[JobRecord] = []
+    while not claimed and time.monotonic() < deadline:
+        claimed = backend.claim(["wake"], 4, "w1", LEASE, time.time(), wait=5)
+    thread.join()
+    assert time.monotonic() - started < 2
+    [got] = claimed
+    assert (got.id, got.status, got.attempts, got.worker_id) == (job.id, "running", 1, "w1")
+    assert got.lease_expires_at == pytest.approx(got.started_at + LEASE)
+    assert abs(got.started_at - time.time()) < 2
+    stored = backend.get(job.id)
+    assert (stored.status, stored.attempts, stored.version) == ("running", 1, got.version)
+    assert {k: v for k, v in backend.stats()["wake"].items() if v} == {"running": 1}
+    assert backend.claim(["wake"], 4, "w1", LEASE, time.time()) == []
+
+
+def test_a_waiting_claim_returns_nothing_after_the_wait(backend):
+    started = time.monotonic()
+    assert backend.claim(["nothing-here"], 4, "w1", LEASE, time.time(), wait=0.3) == []
+    assert 0.2 <= time.monotonic() - started < 2
+
+
+def test_a_waiting_claim_wakes_for_a_scheduled_job_falling_due(backend):
+    job = make(queue="soon", status="scheduled", run_at=time.time() + 0.3)
+    backend.enqueue([job])
+    started, deadline = time.monotonic(), time.monotonic() + 5
+    claimed: list[JobRecord] = []
+    while not claimed and time.monotonic() < deadline:
+        claimed = backend.claim(["soon"], 1, "w1", LEASE, time.time(), wait=5)
+    assert [j.id for j in claimed] == [job.id]
+    assert time.monotonic() - started < 2
+
+
+def test_jobs_enqueued_while_claimers_wait_each_reach_exactly_one(backend):
+    jobs = [make(queue="many") for _ in range(30)]
+    got: list[str] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def claimer(name: str) -> None:
+        while not done.is_set():
+            claimed = backend.claim(["many"], 3, name, LEASE, time.time(), wait=0.2)
+            with lock:
+                got.extend(j.id for j in claimed)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for job in jobs:
+        backend.enqueue([job])
+        time.sleep(0.005)
+    deadline = time.monotonic() + 10
+    while len(got) < len(jobs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == sorted(j.id for j in jobs)
+    assert all(backend.get(j.id).status == "running" for j in jobs)
+
+
 def test_wait_for_change_returns_the_new_version(backend):
     job = make()
     backend.enqueue([job])

@@ -319,6 +319,87 @@ def test_wait_for_work_wakes_when_a_scheduled_job_falls_due(backend: RedisBacken
     assert 0.25 <= time.monotonic() - started < 2
 
 
+def register_idle(backend: RedisBackend, worker: str, free: int) -> None:
+    """What a waiting claim does before it blocks, without the blocking: a worker that
+    registers as idle and then dies (or is slow to come back)."""
+    now = time.time()
+    reply = backend._call("claim", [backend._p, repr(now), repr(now + LEASE), worker, str(free),
+                                    "5.0", repr(LEASE), "default"])
+    assert reply[0] == "idle"
+
+
+def test_an_enqueue_hands_its_job_to_an_idle_worker_up_to_its_free_slots(
+        backend: RedisBackend) -> None:
+    register_idle(backend, "w", free=2)
+    first, second, third = make(), make(), make()
+    for job in (first, second, third):
+        backend.enqueue([job])
+    assert [backend.get(j.id).status for j in (first, second, third)] == \
+        ["running", "running", "queued"]
+    assert backend.get(first.id).worker_id == "w"
+    # what the worker has not popped yet comes with its next claim, then the queue
+    claimed = backend.claim(["default"], 3, "w", LEASE, time.time())
+    assert [j.id for j in claimed] == [first.id, second.id, third.id]
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB, decode_responses=True)
+    try:
+        assert not client.exists(f"{backend.prefix}:handoff:w", f"{backend.prefix}:idler:w")
+        assert client.llen(f"{backend.prefix}:idle:default") == 0
+    finally:
+        client.close()
+
+
+def test_a_job_handed_to_a_worker_that_died_waiting_runs_again_after_the_lease(
+        backend: RedisBackend) -> None:
+    register_idle(backend, "dead", free=1)
+    job = make()
+    backend.enqueue([job])
+    held = backend.get(job.id)
+    assert (held.status, held.worker_id) == ("running", "dead")
+    assert backend.requeue_expired(time.time()) == []
+    assert backend.requeue_expired(held.lease_expires_at + 1) == [job.id]
+    [again] = backend.claim(["default"], 1, "alive", LEASE, time.time())
+    assert (again.id, again.attempts, again.errors[0].reason) == (job.id, 2, "worker_lost")
+
+
+def test_a_stopping_worker_gives_back_what_it_was_handed_and_not_taken(
+        backend: RedisBackend) -> None:
+    register_idle(backend, "stopping", free=2)
+    job = make()
+    backend.enqueue([job])
+    backend.remove_worker("stopping")
+    back = backend.get(job.id)
+    assert (back.status, back.attempts, back.worker_id) == ("queued", 0, None)
+    later = make()
+    backend.enqueue([later])  # no registration left to hand it to
+    assert backend.get(later.id).status == "queued"
+    claimed = backend.claim(["default"], 2, "next", LEASE, time.time())
+    assert sorted((j.id, j.attempts) for j in claimed) == [(job.id, 1), (later.id, 1)]
+
+
+def test_an_expired_idle_registration_gets_no_job(backend: RedisBackend) -> None:
+    register_idle(backend, "gone", free=4)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB, decode_responses=True)
+    try:
+        client.hset(f"{backend.prefix}:idler:gone", "until", repr(time.time() - 1))
+        job = make()
+        backend.enqueue([job])
+        assert backend.get(job.id).status == "queued"
+        assert client.llen(f"{backend.prefix}:idle:default") == 0
+    finally:
+        client.close()
+
+
+def test_a_handed_job_whose_lease_ran_out_is_not_returned_to_its_old_worker(
+        backend: RedisBackend) -> None:
+    register_idle(backend, "slow", free=1)
+    job = make()
+    backend.enqueue([job])
+    backend.requeue_expired(backend.get(job.id).lease_expires_at + 1)
+    [other] = backend.claim(["default"], 1, "other", LEASE, time.time())
+    assert other.id == job.id
+    assert backend.claim(["default"], 1, "slow", LEASE, time.time()) == []
+
+
 def test_wait_for_change_wakes_every_waiter_from_another_client(url: str) -> None:
     waiters = [RedisBackend(url) for _ in range(3)]
     writer = RedisBackend(url)

@@ -18,7 +18,17 @@ from ...errors import (
     JobNotFound,
     SchemaOutdated,
 )
-from ..base import LIVE, JobFilter, JobRecord, LeaseState, Outcome, Page, ScheduleRecord, WorkerInfo
+from ..base import (
+    LIVE,
+    JobFilter,
+    JobRecord,
+    LeaseState,
+    Outcome,
+    Page,
+    ScheduleRecord,
+    WorkerInfo,
+    claim_after_wait,
+)
 from .connections import Address, Pool
 from .listener import Wakeups, channel
 from .queries import Queries
@@ -172,7 +182,9 @@ class PostgresBackend:
     # -- claim, leases, progress, finish -------------------------------------------------------
 
     def claim(self, queues: Sequence[str], limit: int, worker_id: str, lease: float,
-              now: float) -> list[JobRecord]:
+              now: float, wait: float = 0.0) -> list[JobRecord]:
+        if wait > 0:
+            return claim_after_wait(self, queues, limit, worker_id, lease, now, wait)
         order = list(dict.fromkeys(queues))
         if limit <= 0 or not order:
             return []

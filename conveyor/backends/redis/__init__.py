@@ -15,6 +15,8 @@ Layout (every key starts with the prefix, ``conveyor:`` by default)::
     idx:task:<t>           score-0 zset of the ids of task t (listing by task)
     queues                 set of queue names ever used
     wake:<queue>           list of wake tokens, BLPOPed by idle workers
+    idle:<queue>, idler:<worker>, handoff:<worker>
+                           idle workers' registrations and the jobs handed to them
     watch:<id>, waiter:*, watching
                            wait_for_change registrations (see below)
     schedule:<id>, schedules
@@ -28,9 +30,13 @@ timestamps). Every method is one round trip: one script call per batch for enque
 finish and leases (sweeps, and batches over 1,000 jobs, loop in bounded calls). docs/redis.md
 has the operator's view of this layout.
 
-Wake-ups: scripts that make a job claimable LPUSH a token to ``wake:<queue>`` (trimmed to a
-few), and ``wait_for_work`` BLPOPs those lists, with its timeout cut to when the earliest
-scheduled job on its queues falls due. ``wait_for_change`` registers a private list in
+Wake-ups: a claim with ``wait`` that finds nothing registers its worker as idle
+(``idler:<worker>``, listed in ``idle:<queue>``) and BLPOPs ``handoff:<worker>`` and the queues'
+``wake:`` lists. An enqueue claims its job for an idle worker on the spot and pushes the row to
+that worker's ``handoff`` list, so the job starts one round trip after its enqueue (see
+``hand_off`` in ``lua/helpers.lua``). Other scripts that make a job claimable LPUSH a token to
+``wake:<queue>`` (trimmed to a few); the timeout is cut to when the earliest scheduled job on
+the queues falls due. ``wait_for_change`` registers a private list in
 ``watch:<id>`` atomically with its version check, then BLPOPs it; every script that changes
 the job pushes to the registered lists. Lists rather than pub/sub: the registration and the
 check are one atomic step (no missed change), every waiter is woken, and the wait borrows a

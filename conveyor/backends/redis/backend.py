@@ -19,7 +19,17 @@ from ...errors import (
 )
 from ..base import JobFilter, JobRecord, LeaseState, Outcome, Page, ScheduleRecord, WorkerInfo
 from .client import Client
-from .codec import copy_job, decode_row, dumps, encode_job, maybe_row, num, opt_float, opt_text
+from .codec import (
+    copy_job,
+    decode_handed,
+    decode_row,
+    dumps,
+    encode_job,
+    maybe_row,
+    num,
+    opt_float,
+    opt_text,
+)
 from .scripts import FIELDS
 
 log = logging.getLogger("conveyor.backends.redis")
@@ -133,12 +143,31 @@ class RedisBackend:
         return lambda retrying: self._client.eval(script, [prefix, "1" if retrying else "0", *tail])
 
     def claim(self, queues: Sequence[str], limit: int, worker_id: str, lease: float,
-              now: float) -> list[JobRecord]:
+              now: float, wait: float = 0.0) -> list[JobRecord]:
         if not queues or limit <= 0:
             return []
-        reply = self._call("claim", [self._p, num(now), num(now + lease), worker_id,
-                                     str(min(int(limit), MAX_CLAIM)), *queues])
-        return [decode_row(row) for row in reply]
+        args = [self._p, num(now), num(now + lease), worker_id, str(min(int(limit), MAX_CLAIM)),
+                num(wait) if wait > 0 else "", num(lease), *queues]
+        reply = self._call("claim", args)
+        if not reply or reply[0] != "idle":
+            return [decode_row(row) for row in reply]
+        # registered as idle: an enqueue hands us its job through our handoff list (see
+        # hand_off in lua/helpers.lua); a wake token means work arrived another way
+        started = time.monotonic()
+        timeout = min(wait, self._client.block_max)
+        if reply[1]:
+            timeout = min(timeout, float(reply[1]) - now)
+        handoff = self._p + "handoff:" + worker_id
+        got = None
+        if timeout > 0:
+            got = self._blpop([handoff, *(self._p + "wake:" + q for q in queues)], timeout)
+        if got is not None and got[0] == handoff:
+            # the rest of the list (and our registration) go with the next claim
+            return [decode_row(decode_handed(got[1]))]
+        args[1] = num(now + time.monotonic() - started)
+        args[2] = num(float(args[1]) + lease)
+        args[5] = ""
+        return [decode_row(row) for row in self._call("claim", args)]
 
     def extend_leases(self, leases: Sequence[tuple[str, int]], lease: float,
                       now: float) -> dict[str, LeaseState]:
@@ -339,6 +368,13 @@ class RedisBackend:
         return sorted(workers, key=lambda w: w.id)
 
     def remove_worker(self, worker_id: str) -> None:
+        # a claim of nothing ends the worker's idle registration and collects the jobs an
+        # enqueue handed it after its last claim: they go back to the queue, attempt uncounted
+        now = time.time()
+        handed = self._call("claim", [self._p, num(now), num(now), worker_id, "0", "", "0"])
+        self.finish([Outcome(job.id, job.attempts, "queued")
+                     for job in map(decode_row, handed)], now)
+
         def op(_retrying: bool) -> None:
             pipe = self._r.pipeline(transaction=True)
             pipe.hdel(self._p + "workers", worker_id)

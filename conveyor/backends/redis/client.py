@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
@@ -145,7 +146,8 @@ class Client:
         """
         conn = self.pool.get_connection()
         try:
-            conn.send_command("EVALSHA", script.sha, 0, *args)
+            # hiredis packs the ~60 arguments of an enqueue in a third of redis-py's time
+            conn.send_packed_command([hiredis.pack_command(("EVALSHA", script.sha, 0, *args))])
             try:
                 return conn.read_response()
             except NoScriptError:

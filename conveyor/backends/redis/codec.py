@@ -70,6 +70,13 @@ def decode_row(v: list[Any]) -> JobRecord:
     )
 
 
+def decode_handed(item: str) -> list[Any]:
+    """The row in a ``handoff:<worker>`` list item: the job id, a space, the row as cjson wrote
+    it (``false`` where a field is absent)."""
+    row = json.loads(item.split(" ", 1)[1])
+    return [None if v is False else v for v in row]
+
+
 def maybe_row(v: list[Any]) -> JobRecord | None:
     return None if v[0] is None else decode_row(v)
 

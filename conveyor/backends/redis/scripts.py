@@ -26,6 +26,8 @@ from importlib import resources
 WAKE_CAP = 8
 #: upper bound of due scheduled jobs one claim moves to the ready set per queue
 PROMOTE_MIN = 256
+#: expired idle registrations one enqueue skips per queue before giving up on a hand-off
+STALE_SKIP = 16
 
 #: the job hash's fields, in the order scripts return them (HMGET rows: no field names on the
 #: wire, and Python decodes by position)
@@ -50,7 +52,7 @@ def _fill(text: str) -> str:
         if name.startswith("I_"):
             return str(FIELDS.index(name[2:]) + 1)
         return {"FIELDS": ", ".join(f"'{f}'" for f in FIELDS), "WAKE_CAP": str(WAKE_CAP),
-                "PROMOTE_MIN": str(PROMOTE_MIN)}[name]
+                "PROMOTE_MIN": str(PROMOTE_MIN), "STALE_SKIP": str(STALE_SKIP)}[name]
 
     return _PLACEHOLDER.sub(value, text)
 

@@ -9,7 +9,16 @@ from typing import Any, TypeVar
 
 from ...errors import ConfigurationError, InvalidTransition, JobNotFound
 from .. import transitions as t
-from ..base import JobFilter, JobRecord, LeaseState, Outcome, Page, ScheduleRecord, WorkerInfo
+from ..base import (
+    JobFilter,
+    JobRecord,
+    LeaseState,
+    Outcome,
+    Page,
+    ScheduleRecord,
+    WorkerInfo,
+    claim_after_wait,
+)
 from . import queries as q
 from . import schema
 from .connections import Connections
@@ -108,7 +117,9 @@ class SQLiteBackend:
         return stored
 
     def claim(self, queues: Sequence[str], limit: int, worker_id: str, lease: float,
-              now: float) -> list[JobRecord]:
+              now: float, wait: float = 0.0) -> list[JobRecord]:
+        if wait > 0:
+            return claim_after_wait(self, queues, limit, worker_id, lease, now, wait)
         if limit <= 0 or not queues:
             return []
         order: dict[str, int] = {}

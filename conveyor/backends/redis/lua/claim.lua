@@ -1,8 +1,24 @@
--- ARGV: prefix, now, lease expiry, worker id, limit, queue...
+-- ARGV: prefix, now, lease expiry, worker id, limit, wait, lease, queue...
+-- Replies the claimed rows: first those handed to this worker while it waited (hand_off),
+-- then due jobs. With nothing to claim and a wait ('' for none), registers the worker as idle
+-- for that many seconds and replies {'idle', earliest scheduled run_at or ''}.
 local now, lease_exp, wid, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local running = P .. 'running'
+local wait, lease = ARGV[6], ARGV[7]
 local out = {}
-for i = 6, #ARGV do
+local registered = redis.call('HGET', P .. 'idler:' .. wid, 'queues')
+if registered then unregister(wid, registered) end
+local hk = P .. 'handoff:' .. wid
+local handed = redis.call('LRANGE', hk, 0, -1)
+if #handed > 0 then
+  redis.call('DEL', hk)
+  for _, item in ipairs(handed) do
+    local id = string.match(item, '^%S+')
+    local f = redis.call('HMGET', jkey(id), 'status', 'worker_id')
+    -- still ours unless its lease ran out before we came back for it
+    if f[1] == 'running' and f[2] == wid then out[#out + 1] = row(jkey(id)) end
+  end
+end
+for i = 8, #ARGV do
   if #out >= limit then break end
   local q = ARGV[i]
   local ready = P .. 'ready:' .. q
@@ -25,23 +41,34 @@ for i = 6, #ARGV do
   end
   local popped = redis.call('ZPOPMIN', ready, limit - #out)
   for k = 1, #popped, 2 do
-    local id = string.sub(popped[k], 21)
-    local jk = jkey(id)
-    -- read only what the transition needs and return the row untouched: a Lua table of
-    -- every field, built and flattened again, cost more than the Redis commands
-    local f = redis.call('HMGET', jk, 'status', 'attempts', 'version', 'history', 'queue')
-    local old = f[1]
-    if old == 'queued' or old == 'scheduled' then
-      redis.call('HSET', jk, 'status', 'running', 'attempts', tonumber(f[2]) + 1,
-                 'version', tonumber(f[3]) + 1, 'started_at', now, 'worker_id', wid,
-                 'lease_expires_at', lease_exp,
-                 'history', append(f[4], transition('running', now)))
-      zadd(running, lease_exp, id)
-      move(id, f[5], old, 'running')
-      notify(id)
-      out[#out + 1] = row(jk)
-    end
+    local got = take(string.sub(popped[k], 21), now, lease_exp, wid)
+    if got then out[#out + 1] = got end
   end
 end
 flush()
-return out
+if #out > 0 or wait == '' then return out end
+local t = redis.call('TIME')
+local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local queues, earliest, text = {}, nil, ''
+for i = 8, #ARGV do
+  local q = ARGV[i]
+  queues[#queues + 1] = q
+  local idle = P .. 'idle:' .. q
+  redis.call('LREM', idle, 0, wid)
+  redis.call('LPUSH', idle, wid)
+  -- wake tokens are for workers that have not registered; this one has just seen the queue
+  redis.call('DEL', P .. 'wake:' .. q)
+  local first = redis.call('ZRANGE', P .. 'sched:' .. q, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local at = tonumber(first[2])
+    if earliest == nil or at < earliest then earliest = at; text = first[2] end
+  end
+end
+local ik = P .. 'idler:' .. wid
+-- a margin past the wait: the worker's BLPOP may return a little after it
+local ttl = tonumber(wait) + 2
+redis.call('HSET', ik, 'until', fmt(server_now + ttl), 'lease', lease,
+           'offset', fmt(tonumber(now) - server_now), 'free', limit,
+           'queues', cjson.encode(queues))
+redis.call('PEXPIRE', ik, math.ceil(ttl * 1000))
+return {'idle', text}

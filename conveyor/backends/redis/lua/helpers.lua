@@ -142,6 +142,79 @@ local function live_key_owner(key)
   return nil
 end
 
+-- @block take
+-- the claim of one due job by worker wid: its running transition (fenced by the new attempt
+-- number); the row, or nil when the job is not queued or scheduled any more
+local function take(id, now, lease_exp, wid)
+  local jk = jkey(id)
+  -- read only what the transition needs and return the row untouched: a Lua table of every
+  -- field, built and flattened again, cost more than the Redis commands
+  local f = redis.call('HMGET', jk, 'status', 'attempts', 'version', 'history', 'queue')
+  local old = f[1]
+  if old ~= 'queued' and old ~= 'scheduled' then return nil end
+  redis.call('HSET', jk, 'status', 'running', 'attempts', tonumber(f[2]) + 1,
+             'version', tonumber(f[3]) + 1, 'started_at', now, 'worker_id', wid,
+             'lease_expires_at', lease_exp, 'history', append(f[4], transition('running', now)))
+  zadd(P .. 'running', lease_exp, id)
+  move(id, f[5], old, 'running')
+  notify(id)
+  return row(jk)
+end
+
+-- @block unregister
+-- forget worker wid's idle registration (see hand_off)
+local function unregister(wid, queues_json)
+  for _, q in ipairs(cjson.decode(queues_json)) do
+    redis.call('LREM', P .. 'idle:' .. q, 0, wid)
+  end
+  redis.call('DEL', P .. 'idler:' .. wid)
+end
+
+-- @block hand_off
+-- A worker that found nothing to claim registers as idle (claim.lua): idler:<wid> holds its
+-- free slots, lease, clock offset and queues, and idle:<q> lists it. A job enqueued for such a
+-- queue is claimed for that worker right here and pushed to its handoff:<wid> list, which it
+-- BLPOPs: one round trip from enqueue to a running job instead of wake, claim and reply.
+-- Times are the worker's clock: Redis's TIME plus the offset the worker registered with.
+-- A worker that dies registered holds what it was handed until its lease expires, like any
+-- claimed job. Queues with no live registration are remembered for the rest of the call.
+local no_idler = {}
+local server_now = nil
+local function hand_off(q, id)
+  if no_idler[q] then return false end
+  local idle = P .. 'idle:' .. q
+  if not server_now then
+    local t = redis.call('TIME')
+    server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  for _ = 1, @STALE_SKIP@ do
+    local wid = redis.call('LINDEX', idle, -1)
+    if not wid then break end
+    local ik = P .. 'idler:' .. wid
+    local w = redis.call('HMGET', ik, 'until', 'lease', 'offset', 'free', 'queues')
+    if w[1] and tonumber(w[1]) > server_now then
+      local now = server_now + tonumber(w[3])
+      local got = take(id, fmt(now), fmt(now + tonumber(w[2])), wid)
+      if not got then return false end
+      local hk = P .. 'handoff:' .. wid
+      -- every value of the row is a string (false where absent): cjson changes no number
+      redis.call('RPUSH', hk, id .. ' ' .. cjson.encode(got))
+      redis.call('PEXPIRE', hk, math.ceil((tonumber(w[1]) - server_now + tonumber(w[2])) * 1000))
+      local free = tonumber(w[4]) - 1
+      if free > 0 then
+        redis.call('HSET', ik, 'free', free)
+        redis.call('RPOPLPUSH', idle, idle)  -- the next job goes to the next worker
+      else
+        unregister(wid, w[5])
+      end
+      return true
+    end
+    redis.call('RPOP', idle)  -- a registration that expired: its worker stopped waiting
+  end
+  no_idler[q] = true
+  return false
+end
+
 -- @block enqueue_jobs
 -- jobs from ARGV[pos] = n, then per job a presence mask ('1'/'0' per FIELDS entry) and one
 -- value per field ('' when absent). Returns the reply (0 = stored, or the row of the live
@@ -184,16 +257,20 @@ local function enqueue_jobs(pos, retrying)
       end
       redis.call('HSET', jk, unpack(pairs_))
       if s.key then redis.call('SET', P .. 'key:' .. s.key, id) end
-      zadd(P .. 'idx:qs:' .. q .. ':' .. st, 0, id)
       zadd(P .. 'idx:task:' .. ARGV[at + @I_task@], 0, id)
       sadds[q] = true
-      if st == 'queued' then
-        zadd(P .. 'ready:' .. q, -tonumber(ARGV[at + @I_priority@]),
-             rmember(ARGV[at + @I_run_at@], id))
-        wake(q)
-      elseif st == 'scheduled' then
-        zadd(P .. 'sched:' .. q, ARGV[at + @I_run_at@], id)
-        wake(q)
+      if st == 'queued' and hand_off(q, id) then
+        -- an idle worker has it: take() indexed it as running
+      else
+        zadd(P .. 'idx:qs:' .. q .. ':' .. st, 0, id)
+        if st == 'queued' then
+          zadd(P .. 'ready:' .. q, -tonumber(ARGV[at + @I_priority@]),
+               rmember(ARGV[at + @I_run_at@], id))
+          wake(q)
+        elseif st == 'scheduled' then
+          zadd(P .. 'sched:' .. q, ARGV[at + @I_run_at@], id)
+          wake(q)
+        end
       end
       reply[j] = 0
     end
