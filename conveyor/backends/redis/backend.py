@@ -302,7 +302,7 @@ class RedisBackend:
     def _blpop(self, keys: list[str], wait: float) -> Any:
         # Redis reads a timeout under 1 ms as 0, which would block forever
         timeout = max(wait, 0.01)
-        return self._run(lambda _retrying: self._r.blpop(keys, timeout=timeout))
+        return self._run(lambda _retrying: self._client.command("BLPOP", *keys, timeout))
 
     # -- schedules ---------------------------------------------------------------------------
 

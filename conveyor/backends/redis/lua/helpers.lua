@@ -98,10 +98,12 @@ local function flush()
   if #qs > 0 then redis.call('SADD', P .. 'queues', unpack(qs)) end
   for q, n in pairs(wakes) do
     local k = P .. 'wake:' .. q
-    local tokens = {}
-    for i = 1, math.min(n, @WAKE_CAP@) do tokens[i] = '1' end
-    if redis.call('LPUSH', k, unpack(tokens)) > @WAKE_CAP@ then
-      redis.call('LTRIM', k, 0, @WAKE_CAP@ - 1)
+    -- a full list (no worker is waiting) is left as it is: one read instead of two writes
+    local room = @WAKE_CAP@ - redis.call('LLEN', k)
+    if room > 0 then
+      local tokens = {}
+      for i = 1, math.min(n, room) do tokens[i] = '1' end
+      redis.call('LPUSH', k, unpack(tokens))
     end
   end
   zadds, zrems, sadds, wakes = {}, {}, {}, {}
@@ -183,13 +185,13 @@ local server_now = nil
 local function hand_off(q, id)
   if no_idler[q] then return false end
   local idle = P .. 'idle:' .. q
-  if not server_now then
-    local t = redis.call('TIME')
-    server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  end
   for _ = 1, @STALE_SKIP@ do
     local wid = redis.call('LINDEX', idle, -1)
     if not wid then break end
+    if not server_now then
+      local t = redis.call('TIME')
+      server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    end
     local ik = P .. 'idler:' .. wid
     local w = redis.call('HMGET', ik, 'until', 'lease', 'offset', 'free', 'queues')
     if w[1] and tonumber(w[1]) > server_now then
