@@ -175,15 +175,17 @@ end
 -- @block hand_off
 -- A worker that found nothing to claim registers as idle (claim.lua): idler:<wid> holds its
 -- free slots, lease, clock offset and queues, and idle:<q> lists it. A job enqueued for such a
--- queue is claimed for that worker right here and pushed to its handoff:<wid> list, which it
--- BLPOPs: one round trip from enqueue to a running job instead of wake, claim and reply.
+-- queue is stored already claimed by that worker and pushed to its handoff:<wid> list, which
+-- it BLPOPs: one round trip from enqueue to a running job instead of wake, claim and reply.
 -- Times are the worker's clock: Redis's TIME plus the offset the worker registered with.
 -- A worker that dies registered holds what it was handed until its lease expires, like any
 -- claimed job. Queues with no live registration are remembered for the rest of the call.
 local no_idler = {}
 local server_now = nil
-local function hand_off(q, id)
-  if no_idler[q] then return false end
+
+-- the next live idle worker on queue q: its id and registration, or nil
+local function idle_worker(q)
+  if no_idler[q] then return nil end
   local idle = P .. 'idle:' .. q
   for _ = 1, @STALE_SKIP@ do
     local wid = redis.call('LINDEX', idle, -1)
@@ -192,29 +194,29 @@ local function hand_off(q, id)
       local t = redis.call('TIME')
       server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
     end
-    local ik = P .. 'idler:' .. wid
-    local w = redis.call('HMGET', ik, 'until', 'lease', 'offset', 'free', 'queues')
-    if w[1] and tonumber(w[1]) > server_now then
-      local now = server_now + tonumber(w[3])
-      local got = take(id, fmt(now), fmt(now + tonumber(w[2])), wid)
-      if not got then return false end
-      local hk = P .. 'handoff:' .. wid
-      -- every value of the row is a string (false where absent): cjson changes no number
-      redis.call('RPUSH', hk, id .. ' ' .. cjson.encode(got))
-      redis.call('PEXPIRE', hk, math.ceil((tonumber(w[1]) - server_now + tonumber(w[2])) * 1000))
-      local free = tonumber(w[4]) - 1
-      if free > 0 then
-        redis.call('HSET', ik, 'free', free)
-        redis.call('RPOPLPUSH', idle, idle)  -- the next job goes to the next worker
-      else
-        unregister(wid, w[5])
-      end
-      return true
-    end
+    local w = redis.call('HMGET', P .. 'idler:' .. wid, 'until', 'lease', 'offset', 'free',
+                         'queues')
+    if w[1] and tonumber(w[1]) > server_now then return wid, w end
     redis.call('RPOP', idle)  -- a registration that expired: its worker stopped waiting
   end
   no_idler[q] = true
-  return false
+  return nil
+end
+
+-- push job id's row (FIELDS order, false where absent) to idle worker wid on queue q
+local function hand_to(q, wid, w, id, row)
+  local hk = P .. 'handoff:' .. wid
+  -- every value of the row is a string: cjson changes no number
+  redis.call('RPUSH', hk, id .. ' ' .. cjson.encode(row))
+  redis.call('PEXPIRE', hk, math.ceil((tonumber(w[1]) - server_now + tonumber(w[2])) * 1000))
+  local free = tonumber(w[4]) - 1
+  if free > 0 then
+    redis.call('HSET', P .. 'idler:' .. wid, 'free', free)
+    local idle = P .. 'idle:' .. q
+    redis.call('RPOPLPUSH', idle, idle)  -- the next job goes to the next worker
+  else
+    unregister(wid, w[5])
+  end
 end
 
 -- @block enqueue_jobs
@@ -250,29 +252,48 @@ local function enqueue_jobs(pos, retrying)
       -- our first attempt stored it before the connection broke
       reply[j] = row(jk)
     else
-      local pairs_, mask = {}, s.mask
+      local vals, mask = {}, s.mask
       for i = 1, #FIELDS do
-        if string.byte(mask, i) == 49 then
+        if string.byte(mask, i) == 49 then vals[i] = ARGV[at + i] else vals[i] = false end
+      end
+      local wid, w, lease_exp = nil, nil, nil
+      if st == 'queued' then wid, w = idle_worker(q) end
+      if wid then
+        -- stored as claimed by that worker: the running transition of take()
+        local now = server_now + tonumber(w[3])
+        local t = fmt(now)
+        lease_exp = fmt(now + tonumber(w[2]))
+        st = 'running'
+        vals[@I_status@] = st
+        vals[@I_attempts@] = tostring(tonumber(vals[@I_attempts@]) + 1)
+        vals[@I_version@] = tostring(tonumber(vals[@I_version@]) + 1)
+        vals[@I_started_at@], vals[@I_worker_id@] = t, wid
+        vals[@I_lease_expires_at@] = lease_exp
+        vals[@I_history@] = append(vals[@I_history@], transition('running', t))
+      end
+      local pairs_ = {}
+      for i = 1, #FIELDS do
+        local v = vals[i]
+        if v then
           pairs_[#pairs_ + 1] = FIELDS[i]
-          pairs_[#pairs_ + 1] = ARGV[at + i]
+          pairs_[#pairs_ + 1] = v
         end
       end
       redis.call('HSET', jk, unpack(pairs_))
       if s.key then redis.call('SET', P .. 'key:' .. s.key, id) end
       zadd(P .. 'idx:task:' .. ARGV[at + @I_task@], 0, id)
+      zadd(P .. 'idx:qs:' .. q .. ':' .. st, 0, id)
       sadds[q] = true
-      if st == 'queued' and hand_off(q, id) then
-        -- an idle worker has it: take() indexed it as running
-      else
-        zadd(P .. 'idx:qs:' .. q .. ':' .. st, 0, id)
-        if st == 'queued' then
-          zadd(P .. 'ready:' .. q, -tonumber(ARGV[at + @I_priority@]),
-               rmember(ARGV[at + @I_run_at@], id))
-          wake(q)
-        elseif st == 'scheduled' then
-          zadd(P .. 'sched:' .. q, ARGV[at + @I_run_at@], id)
-          wake(q)
-        end
+      if wid then
+        zadd(P .. 'running', lease_exp, id)
+        hand_to(q, wid, w, id, vals)
+      elseif st == 'queued' then
+        zadd(P .. 'ready:' .. q, -tonumber(ARGV[at + @I_priority@]),
+             rmember(ARGV[at + @I_run_at@], id))
+        wake(q)
+      elseif st == 'scheduled' then
+        zadd(P .. 'sched:' .. q, ARGV[at + @I_run_at@], id)
+        wake(q)
       end
       reply[j] = 0
     end
