@@ -21,6 +21,7 @@ from conveyor import (
     ValidationError,
     current_job,
 )
+from conveyor.signature import TaskSignature
 from conveyor.testing import drain
 
 
@@ -335,3 +336,31 @@ def test_task_schema_describes_the_arguments(app):
     schema = generate_image.signature.json_schema()
     assert schema["required"] == ["prompt"]
     assert schema["properties"]["width"] == {"type": "integer", "default": 512}
+
+
+def _one_default(a, b=1): ...
+def _star_args(a, *args): ...
+def _keyword_only(a, *, k): ...
+def _every_kind(a, /, b, *, k=2, **kw): ...
+def _no_parameters(): ...
+def _anything(*args, **kwargs): ...
+
+
+@pytest.mark.parametrize("fn", [_one_default, _star_args, _keyword_only, _every_kind,
+                                _no_parameters, _anything])
+def test_positional_calls_are_refused_exactly_when_python_would_refuse_them(fn) -> None:
+    # validate() checks the count of positional arguments without Signature.bind
+    signature = TaskSignature(fn)
+    for count in range(5):
+        args = tuple(range(count))
+        try:
+            signature.signature.bind(*args)
+            binds = True
+        except TypeError:
+            binds = False
+        try:
+            signature.validate(args, {})
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted == binds, (fn.__name__, count)
