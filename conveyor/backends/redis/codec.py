@@ -24,8 +24,9 @@ def opt_num(value: float | None) -> str | None:
 
 
 def encode_job(job: JobRecord) -> list[str]:
-    """The enqueue script's arguments for one job: a presence mask, then one value per field
-    in ``FIELDS`` order (positional: half the arguments of name/value pairs).
+    """The enqueue script's arguments for one job: a presence mask, then the value of each
+    field present, in ``FIELDS`` order (positional: half the arguments of name/value pairs,
+    and nothing for the dozen fields a new job does not have).
 
     Fields holding their default (no errors, history or headers, progress 0, no cancel
     request) are left out of the hash: at ~75 bytes per hash field that is 10% of a job.
@@ -45,7 +46,7 @@ def encode_job(job: JobRecord) -> list[str]:
         str(int(job.version)),
     ]
     mask = "".join("0" if v is None else "1" for v in values)
-    return [mask, *("" if v is None else v for v in values)]
+    return [mask, *(v for v in values if v is not None)]
 
 
 def decode_row(v: list[Any]) -> JobRecord:

@@ -220,18 +220,26 @@ local function hand_to(q, wid, w, id, row)
 end
 
 -- @block enqueue_jobs
--- jobs from ARGV[pos] = n, then per job a presence mask ('1'/'0' per FIELDS entry) and one
--- value per field ('' when absent). Returns the reply (0 = stored, or the row of the live
--- job holding the key) or nil and an error message, having written nothing.
+-- jobs from ARGV[pos] = n, then per job a presence mask ('1'/'0' per FIELDS entry) followed
+-- by the values of the fields present only. Returns the reply (0 = stored, or the row of the
+-- live job holding the key) or nil and an error message, having written nothing.
 local function enqueue_jobs(pos, retrying)
   local n = tonumber(ARGV[pos])
   pos = pos + 1
   local jobs, seen = {}, {}
   for j = 1, n do
-    local s = {at = pos, mask = ARGV[pos], id = ARGV[pos + @I_id@],
-               queue = ARGV[pos + @I_queue@], status = ARGV[pos + @I_status@]}
-    if string.byte(s.mask, @I_key@) == 49 then s.key = ARGV[pos + @I_key@] end
-    pos = pos + 1 + #FIELDS
+    local mask, vals = ARGV[pos], {}
+    for i = 1, #FIELDS do
+      if string.byte(mask, i) == 49 then
+        pos = pos + 1
+        vals[i] = ARGV[pos]
+      else
+        vals[i] = false
+      end
+    end
+    pos = pos + 1
+    local s = {vals = vals, id = vals[@I_id@], queue = vals[@I_queue@],
+               status = vals[@I_status@], key = vals[@I_key@] or nil}
     jobs[j] = s
     if seen[s.id] then return nil, 'job id ' .. s.id .. ' appears twice in one batch' end
     seen[s.id] = true
@@ -243,7 +251,7 @@ local function enqueue_jobs(pos, retrying)
   local reply = {}
   for j = 1, n do
     local s = jobs[j]
-    local id, q, st, at = s.id, s.queue, s.status, s.at
+    local id, q, st, vals = s.id, s.queue, s.status, s.vals
     local jk = jkey(id)
     local owner = s.key and live_key_owner(s.key)
     if owner then
@@ -252,10 +260,6 @@ local function enqueue_jobs(pos, retrying)
       -- our first attempt stored it before the connection broke
       reply[j] = row(jk)
     else
-      local vals, mask = {}, s.mask
-      for i = 1, #FIELDS do
-        if string.byte(mask, i) == 49 then vals[i] = ARGV[at + i] else vals[i] = false end
-      end
       local wid, w, lease_exp = nil, nil, nil
       if st == 'queued' then wid, w = idle_worker(q) end
       if wid then
@@ -281,18 +285,17 @@ local function enqueue_jobs(pos, retrying)
       end
       redis.call('HSET', jk, unpack(pairs_))
       if s.key then redis.call('SET', P .. 'key:' .. s.key, id) end
-      zadd(P .. 'idx:task:' .. ARGV[at + @I_task@], 0, id)
+      zadd(P .. 'idx:task:' .. vals[@I_task@], 0, id)
       zadd(P .. 'idx:qs:' .. q .. ':' .. st, 0, id)
       sadds[q] = true
       if wid then
         zadd(P .. 'running', lease_exp, id)
         hand_to(q, wid, w, id, vals)
       elseif st == 'queued' then
-        zadd(P .. 'ready:' .. q, -tonumber(ARGV[at + @I_priority@]),
-             rmember(ARGV[at + @I_run_at@], id))
+        zadd(P .. 'ready:' .. q, -tonumber(vals[@I_priority@]), rmember(vals[@I_run_at@], id))
         wake(q)
       elseif st == 'scheduled' then
-        zadd(P .. 'sched:' .. q, ARGV[at + @I_run_at@], id)
+        zadd(P .. 'sched:' .. q, vals[@I_run_at@], id)
         wake(q)
       end
       reply[j] = 0
