@@ -68,10 +68,11 @@ class Client:
         #: the connections of :meth:`command` (see there): idle ones, and every one made
         self._idle: deque[ConnectionInterface] = deque()
         self._made: list[ConnectionInterface] = []
+        self._made_lock = threading.Lock()
         self._pid = os.getpid()
 
     def close(self) -> None:
-        with self._down_lock:
+        with self._made_lock:
             made, self._made = self._made, []
             self._idle.clear()
         for conn in made:
@@ -187,13 +188,13 @@ class Client:
     def _checkout(self) -> ConnectionInterface:
         if self._pid != os.getpid():
             # a forked child must not share its parent's sockets: it opens its own
-            with self._down_lock:
+            with self._made_lock:
                 self._idle, self._made, self._pid = deque(), [], os.getpid()
         try:
             conn = self._idle.pop()
         except IndexError:
             conn = self.pool.make_connection()
-            with self._down_lock:
+            with self._made_lock:
                 self._made.append(conn)
             return conn
         try:
