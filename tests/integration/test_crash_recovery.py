@@ -187,3 +187,33 @@ def test_repeated_kill_9_of_busy_workers_loses_no_job_and_leaves_the_file_intact
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
+
+
+@pytest.mark.slow
+@pytest.mark.every_engine
+@pytest.mark.timeout(60)
+def test_jobs_enqueued_just_after_an_idle_worker_was_killed_all_run(
+        tmp_path: Path, procs: Procs, core: Any, url: str) -> None:
+    """On Redis an idle worker is handed new jobs as they are enqueued: one killed while it
+    waits must not take them with it, nor cost them an attempt (they run elsewhere once its
+    lease runs out)."""
+    app = core.app
+    doomed = procs.worker("-c", "2")
+    survivor = procs.worker("-c", "2")
+    wait_until(lambda: len(app.workers()) == 2, 15, "both workers to register")
+    time.sleep(0.5)  # both idle, waiting
+    procs.kill(doomed)
+    assert procs.wait(doomed, 10) == -signal.SIGKILL
+    jobs = [core.record.enqueue(n) for n in range(20)]
+    wait_until(lambda: app.stats().get("default") == {"succeeded": 20}, app.lease + 20,
+               "every job to succeed")
+    for job in jobs:
+        job.refresh()
+        # `record` has no retries: a job handed to the dead worker never ran there, so it
+        # ran here on its first and only attempt, once the dead worker's lease ran out
+        assert (job.status, job.attempts, job.errors) == ("succeeded", 1, [])
+    if url.startswith("redis"):
+        # the dead worker was still registered as idle, and was handed some of them
+        recovered = [j for j in jobs if [h.status for h in j.record.history].count("running") == 2]
+        assert recovered, "no job was handed to the killed worker: the test proves nothing"
+    assert alive(survivor.pid)

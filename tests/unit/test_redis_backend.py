@@ -348,17 +348,34 @@ def test_an_enqueue_hands_its_job_to_an_idle_worker_up_to_its_free_slots(
         client.close()
 
 
-def test_a_job_handed_to_a_worker_that_died_waiting_runs_again_after_the_lease(
+def test_a_job_handed_to_a_worker_that_died_waiting_runs_after_the_lease_uncounted(
         backend: RedisBackend) -> None:
     register_idle(backend, "dead", free=1)
-    job = make()
+    job = make(max_attempts=1)  # no retries: a counted attempt would fail it unrun
     backend.enqueue([job])
     held = backend.get(job.id)
     assert (held.status, held.worker_id) == ("running", "dead")
     assert backend.requeue_expired(time.time()) == []
     assert backend.requeue_expired(held.lease_expires_at + 1) == [job.id]
+    back = backend.get(job.id)
+    assert (back.status, back.attempts, back.errors) == ("queued", 0, [])
     [again] = backend.claim(["default"], 1, "alive", LEASE, time.time())
-    assert (again.id, again.attempts, again.errors[0].reason) == (job.id, 2, "worker_lost")
+    assert (again.id, again.attempts) == (job.id, 1)
+
+
+def test_a_job_its_worker_took_before_dying_counts_the_lost_attempt(
+        backend: RedisBackend) -> None:
+    register_idle(backend, "taker", free=1)
+    job = make(max_attempts=1)
+    backend.enqueue([job])
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB, decode_responses=True)
+    try:
+        assert client.lpop(f"{backend.prefix}:handoff:taker")  # what the worker's BLPOP does
+    finally:
+        client.close()
+    backend.requeue_expired(backend.get(job.id).lease_expires_at + 1)
+    lost = backend.get(job.id)
+    assert (lost.status, lost.errors[0].reason) == ("failed", "worker_lost")
 
 
 def test_a_stopping_worker_gives_back_what_it_was_handed_and_not_taken(

@@ -178,8 +178,9 @@ end
 -- queue is stored already claimed by that worker and pushed to its handoff:<wid> list, which
 -- it BLPOPs: one round trip from enqueue to a running job instead of wake, claim and reply.
 -- Times are the worker's clock: Redis's TIME plus the offset the worker registered with.
--- A worker that dies registered holds what it was handed until its lease expires, like any
--- claimed job. Queues with no live registration are remembered for the rest of the call.
+-- A worker that dies registered holds what it was handed until its lease expires; what it
+-- never took off its list then goes back uncounted (take_back in requeue.lua). Queues with no
+-- live registration are remembered for the rest of the call.
 local no_idler = {}
 local server_now = nil
 
@@ -217,6 +218,20 @@ local function hand_to(q, wid, w, id, row)
   else
     unregister(wid, w[5])
   end
+end
+
+-- @block take_back
+-- remove job id from worker wid's handoff list; whether it was there (handed, never taken)
+local function take_back(wid, id)
+  local hk = P .. 'handoff:' .. wid
+  local head = id .. ' '
+  for _, item in ipairs(redis.call('LRANGE', hk, 0, -1)) do
+    if string.sub(item, 1, #head) == head then
+      redis.call('LREM', hk, 1, item)
+      return true
+    end
+  end
+  return false
 end
 
 -- @block enqueue_jobs

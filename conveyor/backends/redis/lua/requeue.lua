@@ -13,18 +13,26 @@ for _, id in ipairs(ids) do
     zrem(P .. 'running', id)
   elseif tonumber(f[12]) < nnow then
     local q = f[7]
-    local msg = 'worker ' .. (f[5] or 'None') .. ' stopped renewing its lease'
-    local err = '{"attempt":' .. f[2] .. ',"type":"WorkerLost","message":'
-                .. cjson.encode(msg) .. ',"traceback":"","at":' .. now
-                .. ',"reason":"worker_lost"}'
+    -- handed to an idle worker that died before it took the job: it never ran, so the
+    -- attempt does not count and no error is recorded
+    local untaken = f[5] and take_back(f[5], id)
     local st
     if f[4] == '1' then st = 'cancelled'
-    elseif tonumber(f[2]) < tonumber(f[3]) then st = 'queued'
+    elseif untaken or tonumber(f[2]) < tonumber(f[3]) then st = 'queued'
     else st = 'failed' end
-    local m = {errors = append(f[10], err), status = st,
-               history = append(f[9], transition(st, now)),
+    local m = {status = st, history = append(f[9], transition(st, now)),
                version = tostring(tonumber(f[11]) + 1)}
-    local names = {'errors', 'lease_expires_at', 'worker_id', 'status', 'history', 'version'}
+    local names = {'lease_expires_at', 'worker_id', 'status', 'history', 'version'}
+    if untaken then
+      m.attempts = tostring(tonumber(f[2]) - 1)
+      names[#names + 1] = 'attempts'
+    else
+      local msg = 'worker ' .. (f[5] or 'None') .. ' stopped renewing its lease'
+      m.errors = append(f[10], '{"attempt":' .. f[2] .. ',"type":"WorkerLost","message":'
+                        .. cjson.encode(msg) .. ',"traceback":"","at":' .. now
+                        .. ',"reason":"worker_lost"}')
+      names[#names + 1] = 'errors'
+    end
     if st == 'queued' then
       m.run_at = now
       names[#names + 1] = 'run_at'
