@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..base import AttemptError, JobRecord, Transition
+from .scripts import FIELDS
 
 dumps = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -24,13 +25,14 @@ def opt_num(value: float | None) -> str | None:
 
 
 def encode_job(job: JobRecord) -> list[str]:
-    """The enqueue script's arguments for one job: a presence mask, then the value of each
-    field present, in ``FIELDS`` order (positional: half the arguments of name/value pairs,
-    and nothing for the dozen fields a new job does not have).
+    """The enqueue script's arguments for one job (see ``enqueue_jobs`` in
+    ``lua/helpers.lua``): a head of the values the script reads, then the fields the job has
+    as field/value pairs, which the script hands to ``HSET`` as they are.
 
     Fields holding their default (no errors, history or headers, progress 0, no cancel
     request) are left out of the hash: at ~75 bytes per hash field that is 10% of a job.
     """
+    history = history_json(job.history) if job.history else None
     values = [
         job.id, job.task, job.queue, job.args, job.kwargs, str(int(job.priority)), job.status,
         num(job.run_at), num(job.created_at), str(int(job.attempts)),
@@ -40,13 +42,20 @@ def encode_job(job: JobRecord) -> list[str]:
         job.progress_message, job.result, opt_num(job.result_expires_at),
         "1" if job.cancel_requested else None,
         dumps([vars(e) for e in job.errors]) if job.errors else None,
-        (dumps([{"status": t.status, "at": t.at} for t in job.history])
-         if job.history else None),
-        dumps(job.headers) if job.headers else None,
-        str(int(job.version)),
+        history, dumps(job.headers) if job.headers else None, str(int(job.version)),
     ]
-    mask = "".join("0" if v is None else "1" for v in values)
-    return [mask, *(v for v in values if v is not None)]
+    pairs = [part for name, value in zip(FIELDS, values, strict=True) if value is not None
+             for part in (name, value)]
+    return [job.id, job.queue, job.status, job.task, values[5], values[7],
+            opt_text(job.key), values[9], values[26], history or "", str(len(pairs) // 2),
+            *pairs]
+
+
+def history_json(history: list[Transition]) -> str:
+    """The history as the scripts append to it; statuses need no escaping and ``repr`` is
+    how ``json`` writes a float, so this is ``dumps`` without the encoder's cost."""
+    return "[" + ",".join(f'{{"status":"{t.status}","at":{float(t.at)!r}}}'
+                          for t in history) + "]"
 
 
 def decode_row(v: list[Any]) -> JobRecord:
@@ -72,10 +81,12 @@ def decode_row(v: list[Any]) -> JobRecord:
 
 
 def decode_handed(item: str) -> list[Any]:
-    """The row in a ``handoff:<worker>`` list item: the job id, a space, the row as cjson wrote
-    it (``false`` where a field is absent)."""
-    row = json.loads(item.split(" ", 1)[1])
-    return [None if v is False else v for v in row]
+    """The row (``FIELDS`` order) of a ``handoff:<worker>`` list item: the job id, a space,
+    and the job's fields as a flat JSON list of field/value pairs, a later value of a field
+    replacing an earlier one."""
+    flat = json.loads(item.split(" ", 1)[1])
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return [fields.get(name) for name in FIELDS]
 
 
 def maybe_row(v: list[Any]) -> JobRecord | None:

@@ -204,11 +204,12 @@ local function idle_worker(q)
   return nil
 end
 
--- push job id's row (FIELDS order, false where absent) to idle worker wid on queue q
-local function hand_to(q, wid, w, id, row)
+-- push job id's fields (a flat field/value list, a later value of a field replacing an
+-- earlier one) to idle worker wid on queue q
+local function hand_to(q, wid, w, id, fields)
   local hk = P .. 'handoff:' .. wid
-  -- every value of the row is a string: cjson changes no number
-  redis.call('RPUSH', hk, id .. ' ' .. cjson.encode(row))
+  -- every value is a string: cjson changes no number
+  redis.call('RPUSH', hk, id .. ' ' .. cjson.encode(fields))
   redis.call('PEXPIRE', hk, math.ceil((tonumber(w[1]) - server_now + tonumber(w[2])) * 1000))
   local free = tonumber(w[4]) - 1
   if free > 0 then
@@ -235,26 +236,21 @@ local function take_back(wid, id)
 end
 
 -- @block enqueue_jobs
--- jobs from ARGV[pos] = n, then per job a presence mask ('1'/'0' per FIELDS entry) followed
--- by the values of the fields present only. Returns the reply (0 = stored, or the row of the
--- live job holding the key) or nil and an error message, having written nothing.
+-- Jobs from ARGV[pos] = n, then per job a head of 11 (id, queue, status, task, priority,
+-- run_at, key ('' for none, else '=' .. key), attempts, version, history ('' for none), m)
+-- and the m field/value pairs the job has: HSET takes them as they are, without a Lua loop.
+-- Returns the reply (0 = stored, or the row of the live job holding the key) or nil and an
+-- error message, having written nothing.
 local function enqueue_jobs(pos, retrying)
   local n = tonumber(ARGV[pos])
   pos = pos + 1
   local jobs, seen = {}, {}
   for j = 1, n do
-    local mask, vals = ARGV[pos], {}
-    for i = 1, #FIELDS do
-      if string.byte(mask, i) == 49 then
-        pos = pos + 1
-        vals[i] = ARGV[pos]
-      else
-        vals[i] = false
-      end
-    end
-    pos = pos + 1
-    local s = {vals = vals, id = vals[@I_id@], queue = vals[@I_queue@],
-               status = vals[@I_status@], key = vals[@I_key@] or nil}
+    local key = ARGV[pos + 6]
+    local s = {at = pos, id = ARGV[pos], queue = ARGV[pos + 1], status = ARGV[pos + 2],
+               key = key ~= '' and string.sub(key, 2) or nil, first = pos + 11,
+               last = pos + 10 + 2 * tonumber(ARGV[pos + 10])}
+    pos = s.last + 1
     jobs[j] = s
     if seen[s.id] then return nil, 'job id ' .. s.id .. ' appears twice in one batch' end
     seen[s.id] = true
@@ -266,7 +262,7 @@ local function enqueue_jobs(pos, retrying)
   local reply = {}
   for j = 1, n do
     local s = jobs[j]
-    local id, q, st, vals = s.id, s.queue, s.status, s.vals
+    local id, q, st, at = s.id, s.queue, s.status, s.at
     local jk = jkey(id)
     local owner = s.key and live_key_owner(s.key)
     if owner then
@@ -275,44 +271,38 @@ local function enqueue_jobs(pos, retrying)
       -- our first attempt stored it before the connection broke
       reply[j] = row(jk)
     else
-      local wid, w, lease_exp = nil, nil, nil
+      local wid, w = nil, nil
       if st == 'queued' then wid, w = idle_worker(q) end
       if wid then
-        -- stored as claimed by that worker: the running transition of take()
+        -- stored as claimed by that worker: the running transition of take(), written
+        -- after the job's own fields (HSET's last value of a field wins)
         local now = server_now + tonumber(w[3])
-        local t = fmt(now)
-        lease_exp = fmt(now + tonumber(w[2]))
+        local t, lease_exp = fmt(now), fmt(now + tonumber(w[2]))
+        local history = ARGV[at + 9]
+        local fields = {unpack(ARGV, s.first, s.last)}
+        local claimed = {'status', 'running', 'attempts', tonumber(ARGV[at + 7]) + 1,
+                         'version', tonumber(ARGV[at + 8]) + 1, 'started_at', t,
+                         'worker_id', wid, 'lease_expires_at', lease_exp,
+                         'history', append(history ~= '' and history, transition('running', t))}
+        for i = 1, #claimed do fields[#fields + 1] = tostring(claimed[i]) end
+        redis.call('HSET', jk, unpack(fields))
         st = 'running'
-        vals[@I_status@] = st
-        vals[@I_attempts@] = tostring(tonumber(vals[@I_attempts@]) + 1)
-        vals[@I_version@] = tostring(tonumber(vals[@I_version@]) + 1)
-        vals[@I_started_at@], vals[@I_worker_id@] = t, wid
-        vals[@I_lease_expires_at@] = lease_exp
-        vals[@I_history@] = append(vals[@I_history@], transition('running', t))
-      end
-      local pairs_ = {}
-      for i = 1, #FIELDS do
-        local v = vals[i]
-        if v then
-          pairs_[#pairs_ + 1] = FIELDS[i]
-          pairs_[#pairs_ + 1] = v
+        zadd(P .. 'running', lease_exp, id)
+        hand_to(q, wid, w, id, fields)
+      else
+        redis.call('HSET', jk, unpack(ARGV, s.first, s.last))
+        if st == 'queued' then
+          zadd(P .. 'ready:' .. q, -tonumber(ARGV[at + 4]), rmember(ARGV[at + 5], id))
+          wake(q)
+        elseif st == 'scheduled' then
+          zadd(P .. 'sched:' .. q, ARGV[at + 5], id)
+          wake(q)
         end
       end
-      redis.call('HSET', jk, unpack(pairs_))
       if s.key then redis.call('SET', P .. 'key:' .. s.key, id) end
-      zadd(P .. 'idx:task:' .. vals[@I_task@], 0, id)
+      zadd(P .. 'idx:task:' .. ARGV[at + 3], 0, id)
       zadd(P .. 'idx:qs:' .. q .. ':' .. st, 0, id)
       sadds[q] = true
-      if wid then
-        zadd(P .. 'running', lease_exp, id)
-        hand_to(q, wid, w, id, vals)
-      elseif st == 'queued' then
-        zadd(P .. 'ready:' .. q, -tonumber(vals[@I_priority@]), rmember(vals[@I_run_at@], id))
-        wake(q)
-      elseif st == 'scheduled' then
-        zadd(P .. 'sched:' .. q, vals[@I_run_at@], id)
-        wake(q)
-      end
       reply[j] = 0
     end
   end
