@@ -165,7 +165,7 @@ class Client:
         The hot path (enqueue, claim, finish, the idle worker's BLPOP) skips redis-py's
         generic command path (response callbacks, observability hooks) and its pool's
         checkout and release, which record metrics on every call: together about 15 µs of a
-        ~110 µs single enqueue here. hiredis packs the ~60 arguments of an enqueue in a
+        ~110 µs single enqueue here. hiredis packs the ~50 arguments of an enqueue in a
         third of redis-py's time. A connection goes back to the pool only with its reply
         read: socket errors disconnect it (the next send reconnects) and an error reply
         leaves it clean; anything else that interrupts the exchange (KeyboardInterrupt) may
