@@ -153,7 +153,6 @@ class RedisBackend:
             return [decode_row(row) for row in reply]
         # registered as idle: an enqueue hands us its job through our handoff list (see
         # hand_off in lua/helpers.lua); a wake token means work arrived another way
-        started = time.monotonic()
         timeout = min(wait, self._client.block_max)
         if reply[1]:
             timeout = min(timeout, float(reply[1]) - now)
@@ -164,10 +163,10 @@ class RedisBackend:
         if got is not None and got[0] == handoff:
             # the rest of the list (and our registration) go with the next claim
             return [decode_row(decode_handed(got[1]))]
-        args[1] = num(now + time.monotonic() - started)
-        args[2] = num(float(args[1]) + lease)
-        args[5] = ""
-        return [decode_row(row) for row in self._call("claim", args)]
+        # woken by a token, or the wait is over: the caller's next claim takes what is due
+        # and renews or ends the registration in the same atomic step, so there is no moment
+        # in which this worker, still waiting, is not registered
+        return []
 
     def extend_leases(self, leases: Sequence[tuple[str, int]], lease: float,
                       now: float) -> dict[str, LeaseState]:
