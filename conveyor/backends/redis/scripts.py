@@ -49,8 +49,6 @@ BLOCKS: list[str] = _BLOCK.split(_LUA.joinpath("helpers.lua").read_text("utf-8")
 def _fill(text: str) -> str:
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name.startswith("I_"):
-            return str(FIELDS.index(name[2:]) + 1)
         return {"FIELDS": ", ".join(f"'{f}'" for f in FIELDS), "WAKE_CAP": str(WAKE_CAP),
                 "PROMOTE_MIN": str(PROMOTE_MIN), "STALE_SKIP": str(STALE_SKIP)}[name]
 

@@ -2,7 +2,7 @@
 -- lines and gives each script only the blocks it references, directly or through other
 -- blocks: defining every closure on each call cost ~5 us, as much as the whole of a small
 -- script. A block may use the blocks above it; the first (the prefix) goes to every script.
--- @NAME@ placeholders are filled in by scripts.py (@I_field@: the field's position in FIELDS).
+-- @NAME@ placeholders are filled in by scripts.py.
 
 -- @block prefix
 local P = ARGV[1]
