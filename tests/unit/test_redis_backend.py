@@ -120,6 +120,14 @@ def backend(url: str) -> Iterator[RedisBackend]:
     store.close()
 
 
+@pytest.fixture
+def raw(url: str) -> Iterator[redis.Redis]:
+    """A plain client on the test database, for looking at the keys directly."""
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB, decode_responses=True)
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
     _need_redis_server_binary()
@@ -269,7 +277,7 @@ def test_listing_stats_and_sweeps_never_scan_the_keyspace(private: PrivateRedis)
         store.close()
 
 
-def test_prune_and_delete_leave_no_trace(backend: RedisBackend) -> None:
+def test_prune_and_delete_leave_no_trace(backend: RedisBackend, raw: redis.Redis) -> None:
     done, gone = make(key="k1"), make(status="scheduled", run_at=NOW + 60)
     backend.enqueue([done, gone])
     backend.claim(["default"], 1, "w", LEASE, NOW)
@@ -277,16 +285,12 @@ def test_prune_and_delete_leave_no_trace(backend: RedisBackend) -> None:
                    NOW)
     assert backend.prune(NOW + 2) == 1
     assert backend.delete(gone.id) is True
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB, decode_responses=True)
-    try:
-        for key in client.scan_iter(match=f"{backend.prefix}:*"):
-            kind = client.type(key)
-            if kind == "zset":
-                members = client.zrange(key, 0, -1)
-                assert not any(done.id in m or gone.id in m for m in members), key
-            assert done.id not in key and gone.id not in key and "k1" not in key
-    finally:
-        client.close()
+    for key in raw.scan_iter(match=f"{backend.prefix}:*"):
+        kind = raw.type(key)
+        if kind == "zset":
+            members = raw.zrange(key, 0, -1)
+            assert not any(done.id in m or gone.id in m for m in members), key
+        assert done.id not in key and gone.id not in key and "k1" not in key
     assert backend.stats() == {} and backend.list(JobFilter(), 10).jobs == []
 
 
@@ -329,7 +333,7 @@ def register_idle(backend: RedisBackend, worker: str, free: int) -> None:
 
 
 def test_an_enqueue_hands_its_job_to_an_idle_worker_up_to_its_free_slots(
-        backend: RedisBackend) -> None:
+        backend: RedisBackend, raw: redis.Redis) -> None:
     register_idle(backend, "w", free=2)
     first, second, third = make(), make(), make()
     for job in (first, second, third):
@@ -340,12 +344,8 @@ def test_an_enqueue_hands_its_job_to_an_idle_worker_up_to_its_free_slots(
     # what the worker has not popped yet comes with its next claim, then the queue
     claimed = backend.claim(["default"], 3, "w", LEASE, time.time())
     assert [j.id for j in claimed] == [first.id, second.id, third.id]
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB, decode_responses=True)
-    try:
-        assert not client.exists(f"{backend.prefix}:handoff:w", f"{backend.prefix}:idler:w")
-        assert client.llen(f"{backend.prefix}:idle:default") == 0
-    finally:
-        client.close()
+    assert not raw.exists(f"{backend.prefix}:handoff:w", f"{backend.prefix}:idler:w")
+    assert raw.llen(f"{backend.prefix}:idle:default") == 0
 
 
 def test_a_job_handed_to_a_worker_that_died_waiting_runs_after_the_lease_uncounted(
@@ -364,15 +364,11 @@ def test_a_job_handed_to_a_worker_that_died_waiting_runs_after_the_lease_uncount
 
 
 def test_a_job_its_worker_took_before_dying_counts_the_lost_attempt(
-        backend: RedisBackend) -> None:
+        backend: RedisBackend, raw: redis.Redis) -> None:
     register_idle(backend, "taker", free=1)
     job = make(max_attempts=1)
     backend.enqueue([job])
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB, decode_responses=True)
-    try:
-        assert client.lpop(f"{backend.prefix}:handoff:taker")  # what the worker's BLPOP does
-    finally:
-        client.close()
+    assert raw.lpop(f"{backend.prefix}:handoff:taker")  # what the worker's BLPOP does
     backend.requeue_expired(backend.get(job.id).lease_expires_at + 1)
     lost = backend.get(job.id)
     assert (lost.status, lost.errors[0].reason) == ("failed", "worker_lost")
@@ -393,17 +389,14 @@ def test_a_stopping_worker_gives_back_what_it_was_handed_and_not_taken(
     assert sorted((j.id, j.attempts) for j in claimed) == [(job.id, 1), (later.id, 1)]
 
 
-def test_an_expired_idle_registration_gets_no_job(backend: RedisBackend) -> None:
+def test_an_expired_idle_registration_gets_no_job(backend: RedisBackend,
+                                                  raw: redis.Redis) -> None:
     register_idle(backend, "gone", free=4)
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB, decode_responses=True)
-    try:
-        client.hset(f"{backend.prefix}:idler:gone", "until", repr(time.time() - 1))
-        job = make()
-        backend.enqueue([job])
-        assert backend.get(job.id).status == "queued"
-        assert client.llen(f"{backend.prefix}:idle:default") == 0
-    finally:
-        client.close()
+    raw.hset(f"{backend.prefix}:idler:gone", "until", repr(time.time() - 1))
+    job = make()
+    backend.enqueue([job])
+    assert backend.get(job.id).status == "queued"
+    assert raw.llen(f"{backend.prefix}:idle:default") == 0
 
 
 def test_a_handed_job_whose_lease_ran_out_is_not_returned_to_its_old_worker(

@@ -33,22 +33,23 @@ def encode_job(job: JobRecord) -> list[str]:
     request) are left out of the hash: at ~75 bytes per hash field that is 10% of a job.
     """
     history = history_json(job.history) if job.history else None
+    priority, run_at, attempts = str(int(job.priority)), num(job.run_at), str(int(job.attempts))
+    version = str(int(job.version))
     values = [
-        job.id, job.task, job.queue, job.args, job.kwargs, str(int(job.priority)), job.status,
-        num(job.run_at), num(job.created_at), str(int(job.attempts)),
-        str(int(job.max_attempts)), opt_num(job.timeout), opt_num(job.result_ttl), job.key,
+        job.id, job.task, job.queue, job.args, job.kwargs, priority, job.status, run_at,
+        num(job.created_at), attempts, str(int(job.max_attempts)), opt_num(job.timeout),
+        opt_num(job.result_ttl), job.key,
         opt_num(job.started_at), opt_num(job.finished_at), job.worker_id,
         opt_num(job.lease_expires_at), num(job.progress) if job.progress else None,
         job.progress_message, job.result, opt_num(job.result_expires_at),
         "1" if job.cancel_requested else None,
         dumps([vars(e) for e in job.errors]) if job.errors else None,
-        history, dumps(job.headers) if job.headers else None, str(int(job.version)),
+        history, dumps(job.headers) if job.headers else None, version,
     ]
     pairs = [part for name, value in zip(FIELDS, values, strict=True) if value is not None
              for part in (name, value)]
-    return [job.id, job.queue, job.status, job.task, values[5], values[7],
-            opt_text(job.key), values[9], values[26], history or "", str(len(pairs) // 2),
-            *pairs]
+    return [job.id, job.queue, job.status, job.task, priority, run_at, opt_text(job.key),
+            attempts, version, history or "", str(len(pairs) // 2), *pairs]
 
 
 def history_json(history: list[Transition]) -> str:

@@ -49,7 +49,7 @@ flush()
 if #out > 0 or wait == '' then return out end
 local t = redis.call('TIME')
 local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local queues, earliest, text = {}, nil, ''
+local queues = {}
 for i = 8, #ARGV do
   local q = ARGV[i]
   queues[#queues + 1] = q
@@ -58,11 +58,6 @@ for i = 8, #ARGV do
   redis.call('LPUSH', idle, wid)
   -- wake tokens are for workers that have not registered; this one has just seen the queue
   redis.call('DEL', P .. 'wake:' .. q)
-  local first = redis.call('ZRANGE', P .. 'sched:' .. q, 0, 0, 'WITHSCORES')
-  if first[2] then
-    local at = tonumber(first[2])
-    if earliest == nil or at < earliest then earliest = at; text = first[2] end
-  end
 end
 local ik = P .. 'idler:' .. wid
 -- a margin past the wait: the worker's BLPOP may return a little after it
@@ -71,4 +66,4 @@ redis.call('HSET', ik, 'until', fmt(server_now + ttl), 'lease', lease,
            'offset', fmt(tonumber(now) - server_now), 'free', limit,
            'queues', cjson.encode(queues))
 redis.call('PEXPIRE', ik, math.ceil(ttl * 1000))
-return {'idle', text}
+return {'idle', earliest_scheduled(8) or ''}

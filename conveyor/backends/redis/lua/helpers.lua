@@ -144,6 +144,20 @@ local function live_key_owner(key)
   return nil
 end
 
+-- @block earliest_scheduled
+-- the earliest scheduled run_at among the queues ARGV[first..], as stored (nil when none)
+local function earliest_scheduled(first)
+  local earliest, text = nil, nil
+  for i = first, #ARGV do
+    local head = redis.call('ZRANGE', P .. 'sched:' .. ARGV[i], 0, 0, 'WITHSCORES')
+    if head[2] then
+      local at = tonumber(head[2])
+      if earliest == nil or at < earliest then earliest = at; text = head[2] end
+    end
+  end
+  return text
+end
+
 -- @block take
 -- the claim of one due job by worker wid: its running transition (fenced by the new attempt
 -- number); the row, or nil when the job is not queued or scheduled any more
